@@ -1,0 +1,283 @@
+//! Command-line arguments (clap derive structs only).
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Out-of-distribution detection for image classifiers.
+#[derive(Debug, Parser)]
+#[command(name = "ood", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List detectors with their parameters, defaults and search-grid sizes.
+    List {
+        /// What to list.
+        #[arg(value_parser = ["detectors"], default_value = "detectors")]
+        what: String,
+    },
+    /// Score one feature file with one detector; writes one f32 per row (higher = more ID).
+    Score(ScoreArgs),
+    /// Evaluate detectors on cached features: per-dataset table, near/far means, CSV, JSON, HTML.
+    Eval(EvalArgs),
+    /// Write a small seeded synthetic benchmark (feature files + head) and evaluate every detector
+    /// on it: a self-contained run that needs nothing but this binary.
+    Example(ExampleArgs),
+    /// Extract penultimate features and logits of a network over a dataset.
+    Extract(ExtractArgs),
+    /// Run a real benchmark end to end: extract (cached) features of every set, then every detector.
+    Bench(BenchArgs),
+    /// Compute AUROC, FPR@95, AUPR-In and AUPR-Out from two score files (higher = more ID).
+    Metrics {
+        /// In-distribution scores: a 1-D float32/float64 `.npy` or text, one number per line.
+        #[arg(long)]
+        id: PathBuf,
+        /// OOD scores, same formats.
+        #[arg(long)]
+        ood: PathBuf,
+        /// Which code base's FPR@95 and AUPR definitions to follow (AUROC is the same in all).
+        #[arg(long, default_value = "openood", value_parser = ["openood", "classic", "hendrycks", "knn"])]
+        convention: String,
+        /// Print one JSON object (fractions) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Embed lines of text with a sentence encoder (e.g. all-MiniLM-L6-v2): row i of the output is
+    /// line i of the input (empty lines included), unit-norm, as tensor `embeddings` (n, d) f32.
+    EmbedText(EmbedTextArgs),
+}
+
+/// Arguments of `ood embed-text`.
+#[derive(Debug, clap::Args)]
+pub struct EmbedTextArgs {
+    /// Sentence-transformers folder: `config.json`, `tokenizer.json`, `model.safetensors`.
+    #[arg(long)]
+    pub encoder: PathBuf,
+    /// Input text file, one sentence per line (UTF-8).
+    #[arg(long = "in", value_name = "LINES.txt")]
+    pub input: PathBuf,
+    /// Output safetensors file (written atomically).
+    #[arg(long, value_name = "EMB.safetensors")]
+    pub out: PathBuf,
+    /// Sentences per forward pass.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Torch intra-op threads (default: torch's choice).
+    #[arg(long)]
+    pub threads: Option<i32>,
+    /// `cpu` or `cuda` / `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// `ood score`.
+#[derive(Debug, Args)]
+pub struct ScoreArgs {
+    /// Detector name (see `ood list detectors`).
+    #[arg(long)]
+    pub detector: String,
+    /// Parameter override `key=value` (repeatable).
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+    /// In-distribution fit features (safetensors: features, logits[, labels]).
+    #[arg(long)]
+    pub fit: PathBuf,
+    /// Classifier head file (weight (c,d), bias (c)).
+    #[arg(long)]
+    pub head: PathBuf,
+    /// Features to score.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Negative-label embeddings for `neg_label` (safetensors tensor `negatives` (M, d)).
+    #[arg(long)]
+    pub negatives: Option<PathBuf>,
+    /// Output `.npy` file (f32, one score per row of --input).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `ood eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// In-distribution fit features (OpenOOD: ID train).
+    #[arg(long)]
+    pub fit: PathBuf,
+    /// ID validation features; detectors that OpenOOD fits on ID val (ReAct, KLM, Residual) use it.
+    #[arg(long)]
+    pub fit_val: Option<PathBuf>,
+    /// Classifier head file.
+    #[arg(long)]
+    pub head: PathBuf,
+    /// ID test features.
+    #[arg(long)]
+    pub id: PathBuf,
+    /// Near-OOD set `NAME=FILE` (repeatable).
+    #[arg(long, value_name = "NAME=FILE")]
+    pub near: Vec<String>,
+    /// Far-OOD set `NAME=FILE` (repeatable).
+    #[arg(long, value_name = "NAME=FILE")]
+    pub far: Vec<String>,
+    /// Ungrouped OOD set `NAME=FILE` (repeatable).
+    #[arg(long, value_name = "NAME=FILE")]
+    pub ood: Vec<String>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Options shared by every command that runs a benchmark.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Comma-separated detector names, or `all`.
+    #[arg(long, default_value = "all")]
+    pub detectors: String,
+    /// Parameter override `DETECTOR.KEY=VALUE` (repeatable), e.g. `knn.k=100`.
+    #[arg(long = "param", value_name = "DETECTOR.KEY=VALUE")]
+    pub params: Vec<String>,
+    /// Metric convention: openood (v1.5: OOD positive), classic (ID positive, exact),
+    /// hendrycks (NegLabel/MCM: argmin rule, average precision), knn (KNN-OOD code).
+    #[arg(long, default_value = "openood")]
+    pub convention: String,
+    /// Tune each detector by OpenOOD's automatic parameter search on --val-id / --val-ood.
+    #[arg(long, requires_all = ["val_id", "val_ood"])]
+    pub sweep: bool,
+    /// ID validation features for --sweep.
+    #[arg(long)]
+    pub val_id: Option<PathBuf>,
+    /// OOD validation features for --sweep.
+    #[arg(long)]
+    pub val_ood: Option<PathBuf>,
+    /// Negative-label text embeddings (safetensors tensor `negatives` (M, d)) for `neg_label`;
+    /// written by `ood neglabel mine`. Without it, `--detectors all` leaves neg_label out.
+    #[arg(long)]
+    pub negatives: Option<PathBuf>,
+    /// Folder for results.csv, results.json, config.json and report.html.
+    #[arg(long, default_value = "ood-results")]
+    pub out_dir: PathBuf,
+    /// Also write the JSON result object to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// `ood example`.
+#[derive(Debug, Args)]
+pub struct ExampleArgs {
+    /// Folder for the generated feature files and the results.
+    #[arg(long, default_value = "ood-example")]
+    pub out_dir: PathBuf,
+    /// Random seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Comma-separated detector names, or `all`.
+    #[arg(long, default_value = "all")]
+    pub detectors: String,
+}
+
+/// Arguments of `ood extract`.
+#[derive(Debug, Args)]
+#[command(after_long_help = EXTRACT_HELP)]
+pub struct ExtractArgs {
+    /// Model name: resnet20..56 (akamaster), cifar_resnet18/34, wrn, resnet18/34/50/101 (torchvision).
+    #[arg(long)]
+    pub model: String,
+    /// Weights file (safetensors, tensor names of the PyTorch original).
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Data source, KIND:PATH (see below).
+    #[arg(long, value_name = "SPEC")]
+    pub data: String,
+    /// Output feature file (safetensors: features, logits, labels, metadata). The resolved
+    /// configuration and input hashes go to `<out>.config.json`.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// What to do with an unreadable image: fail (stop, naming the file) or skip (count it).
+    #[arg(long, value_parser = ["fail", "skip"], default_value = "fail")]
+    pub on_error: String,
+    /// Resize the shorter side to N pixels (PIL bilinear), or `none`. Default: the model's input
+    /// size (32), or none for idx data.
+    #[arg(long, value_name = "N|none")]
+    pub resize: Option<String>,
+    /// Centre-crop to N x N, or `none`. Default: the model's input size, or none for idx data.
+    #[arg(long, value_name = "N|none")]
+    pub crop: Option<String>,
+    /// Zero pixels added on each side after cropping. Default: 0, or (input - 28) / 2 for idx
+    /// data (MNIST-style 28x28 padded to 32x32).
+    #[arg(long)]
+    pub pad: Option<u32>,
+    /// Torch CPU threads (default: libtorch's choice).
+    #[arg(long)]
+    pub threads: Option<i32>,
+}
+
+/// The data-spec part of `ood extract --help`.
+const EXTRACT_HELP: &str = "\
+Data specs (--data):
+  folder:DIR                 folder-per-class tree DIR/<class>/*.{jpg,jpeg,png}
+  tar:FILE                   the same inside a .tar or .tar.gz (class = parent directory)
+  cifar10-jpeg:FILE          alias of tar: (e.g. cifar10_test_jpeg.tar.gz)
+  idx:IMAGES[,LABELS]        MNIST-style idx files, .gz or raw (grayscale -> 3 channels)
+  cifar10-bin:F[,F...]       CIFAR-10 binary batches (data_batch_*.bin, test_batch.bin)
+  cifar100-bin:F[,F...]      CIFAR-100 binary files (train.bin, test.bin; fine labels)
+  tin-val:FILE               Tiny-ImageNet-200 val images in an archive (labels from
+                             val_annotations.txt, index in sorted wnids.txt)
+  tin-test:FILE              Tiny-ImageNet-200 test images in an archive (label -1)
+  imglist:LIST@ROOT          OpenOOD benchmark_imglist file: '<relative path> <label>' per line,
+                             paths relative to ROOT (absolute paths rejected)
+
+Order: folder trees class-major then path; Tiny-ImageNet by file name; idx, CIFAR batches and
+image lists in file order. Preprocessing: decode to RGB, resize shorter side (PIL bilinear,
+antialiased when downscaling), centre crop, zero pad, x/255, normalise with the model's mean/std.
+
+Examples:
+  ood extract --model resnet20 --weights resnet20-12fca82f.safetensors \\
+      --data cifar10-jpeg:cifar10_test_jpeg.tar.gz --out cifar10_test.safetensors
+  ood extract --model resnet20 --weights resnet20-12fca82f.safetensors \\
+      --data idx:t10k-images-idx3-ubyte.gz,t10k-labels-idx1-ubyte.gz --out mnist.safetensors
+";
+
+/// `ood bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Benchmark name: cifar10 (ID CIFAR-10 JPEG; near Tiny-ImageNet; far MNIST, notMNIST,
+    /// Fashion-MNIST, DTD subset).
+    #[arg(value_parser = ["cifar10"])]
+    pub benchmark: String,
+    /// Model name: resnet20..56 (akamaster), cifar_resnet18/34, wrn, resnet18/34/50/101 (torchvision).
+    #[arg(long, default_value = "resnet20")]
+    pub model: String,
+    /// Weights file (safetensors).
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Folder holding `data/` (default: $OOD_DATA_ROOT, else ../shared).
+    #[arg(long)]
+    pub data_root: Option<PathBuf>,
+    /// Content-addressed feature cache.
+    #[arg(long, default_value = ".ood-cache")]
+    pub cache_dir: PathBuf,
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// libtorch intra-op threads (default: libtorch's choice).
+    #[arg(long)]
+    pub threads: Option<i32>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Parses the process arguments.
+pub fn parse() -> Cli {
+    Cli::parse()
+}

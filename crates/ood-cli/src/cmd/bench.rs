@@ -1,0 +1,148 @@
+//! `ood bench cifar10`: the real CIFAR-10 benchmark on the data of `../shared` (or `--data-root`):
+//! ID = CIFAR-10 JPEG test, fit = CIFAR-10 JPEG train, near OOD = Tiny-ImageNet test (resized to
+//! 32), far OOD = MNIST, notMNIST, Fashion-MNIST (zero-padded 28→32, 3 channels) and the DTD
+//! subset (shorter side 32, centre crop). Features are extracted once into a content-addressed
+//! cache and reused; then every detector runs through `ood eval`'s runner.
+
+use crate::args::BenchArgs;
+use crate::cmd::eval::{self, Inputs};
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use ood_core::benchmark::Group;
+use ood_nn::data::{DataSpec, OnError, Preprocess};
+use ood_nn::network::{ExtractOptions, extract_cached, file_sha256, load_network};
+use serde_json::json;
+use std::path::PathBuf;
+
+/// The default data root: `$OOD_DATA_ROOT`, else `../shared` next to the working directory.
+fn default_data_root() -> PathBuf {
+    std::env::var_os("OOD_DATA_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("../shared"))
+}
+
+fn need(path: PathBuf) -> Result<PathBuf> {
+    if path.exists() {
+        Ok(path)
+    } else {
+        bail!(
+            "{} not found (give --data-root, or set OOD_DATA_ROOT, to the folder that holds data/)",
+            path.display()
+        )
+    }
+}
+
+/// Runs `ood bench`.
+pub fn run(a: BenchArgs) -> Result<()> {
+    if a.benchmark != "cifar10" {
+        bail!("unknown benchmark '{}' (known: cifar10)", a.benchmark);
+    }
+    if let Some(t) = a.threads {
+        tch::set_num_threads(t);
+    }
+    let root = a.data_root.clone().unwrap_or_else(default_data_root);
+    let d = root.join("data");
+    let fmnist = PathBuf::from("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz");
+    let idx = |dir: &str, images: &str, labels: &str| -> Result<DataSpec> {
+        Ok(DataSpec::Idx {
+            images: need(d.join(dir).join(images))?,
+            labels: Some(need(d.join(dir).join(labels))?),
+        })
+    };
+    let train = DataSpec::Tar(need(d.join("cifar10-jpeg/cifar10_train_jpeg.tar.gz"))?);
+    let test = DataSpec::Tar(need(d.join("cifar10-jpeg/cifar10_test_jpeg.tar.gz"))?);
+    let tin = DataSpec::TinTest(need(
+        d.join("tiny-imagenet-200/tin200_val_test_jpeg.tar.gz"),
+    )?);
+    let dtd = DataSpec::Tar(need(d.join("dtd-subset10/dtd10_30perclass_jpeg.tar"))?);
+    let mnist = idx(
+        "mnist",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    )?;
+    let notmnist = idx(
+        "notmnist",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    )?;
+    let fashion = DataSpec::Idx { images: need(fmnist).context("Fashion-MNIST comes from the Debian package dataset-fashion-mnist (scripts/setup installs it)")?, labels: None };
+
+    let device = crate::cmd::extract::parse_device(&a.device)?;
+    let net = load_network(&a.model, &a.weights, device)?;
+    let weights_sha = file_sha256(&a.weights)?;
+    let spec = net.input_spec();
+    let s = spec.size;
+    let pre = |resize: Option<u32>, crop: Option<u32>, pad: u32| Preprocess {
+        resize,
+        crop,
+        pad,
+        mean: spec.mean,
+        std: spec.std,
+    };
+    let as_is = pre(None, None, 0);
+    let resized = pre(Some(s), Some(s), 0);
+    let padded = pre(None, None, s.saturating_sub(28) / 2);
+    let jobs: Vec<(&str, Option<Group>, DataSpec, Preprocess)> = vec![
+        ("cifar10_train", None, train, as_is.clone()),
+        ("cifar10_test", None, test, as_is.clone()),
+        ("tin", Some(Group::Near), tin, resized.clone()),
+        ("mnist", Some(Group::Far), mnist, padded.clone()),
+        ("notmnist", Some(Group::Far), notmnist, padded.clone()),
+        ("fashion_mnist", Some(Group::Far), fashion, padded),
+        ("dtd10", Some(Group::Far), dtd, resized),
+    ];
+    let cache = a.cache_dir.clone();
+    let mut paths = Vec::new();
+    for (name, group, data, preprocess) in jobs {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} {pos} images {elapsed_precise}")
+                .expect("valid template"),
+        );
+        bar.set_message(format!("extracting {name}"));
+        let opts = ExtractOptions {
+            batch_size: a.batch_size,
+            preprocess,
+            on_error: OnError::Fail,
+        };
+        let ex = extract_cached(&cache, net.as_ref(), &weights_sha, &data, &opts, &mut |n| {
+            bar.set_position(n as u64)
+        })
+        .with_context(|| format!("extracting {name} ({})", data.to_spec_string()))?;
+        bar.finish_and_clear();
+        eprintln!(
+            "{name}: {} ({})",
+            ex.path.display(),
+            if ex.reused { "cached" } else { "extracted" }
+        );
+        paths.push((name.to_string(), group, ex.path));
+    }
+    let head_path = cache.join(format!(
+        "head-{}-{}.safetensors",
+        net.name(),
+        &weights_sha[..16]
+    ));
+    net.head()?.save(&head_path)?;
+    let inputs = Inputs {
+        fit: paths[0].2.clone(),
+        fit_val: None,
+        head: head_path,
+        id: paths[1].2.clone(),
+        ood: paths[2..]
+            .iter()
+            .map(|(n, g, p)| (n.clone(), *g, p.clone()))
+            .collect(),
+    };
+    let opts = eval::resolve(&a.run)?;
+    eval::execute(
+        &format!(
+            "oodkit bench cifar10: {} ({})",
+            net.name(),
+            a.weights.display()
+        ),
+        "bench cifar10",
+        &inputs,
+        &opts,
+        json!({"model": net.name(), "weights": a.weights.display().to_string(), "weights_sha256": weights_sha, "data_root": root.display().to_string()}),
+    )
+}

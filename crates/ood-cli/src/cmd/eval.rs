@@ -1,0 +1,312 @@
+//! `ood eval`: evaluate detectors on cached features and write the table, CSV, JSON, config and
+//! HTML report. `ood example` (and later `ood bench`) reuse [`execute`].
+
+use crate::args::{EvalArgs, RunArgs};
+use crate::cmd::common::{load_features, load_head, parse_key_values};
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use ood_core::benchmark::{self, BenchmarkInput, Group, OodSet};
+use ood_core::detectors::NegLabel;
+use ood_core::metrics::Convention;
+use ood_core::{DetectorSpec, FeatureFile, FitData, atomic_file, hashing, report};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The files of one benchmark run.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    /// ID fit features.
+    pub fit: PathBuf,
+    /// Optional ID val features for val-fitted detectors.
+    pub fit_val: Option<PathBuf>,
+    /// Head file.
+    pub head: PathBuf,
+    /// ID test features.
+    pub id: PathBuf,
+    /// OOD sets: name, group, file.
+    pub ood: Vec<(String, Option<Group>, PathBuf)>,
+}
+
+/// Resolved run options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Detectors with their parameters.
+    pub detectors: Vec<DetectorSpec>,
+    /// Metric convention.
+    pub convention: Convention,
+    /// ID-val and OOD-val files for the parameter search.
+    pub sweep: Option<(PathBuf, PathBuf)>,
+    /// Output folder.
+    pub out_dir: PathBuf,
+    /// Extra JSON output path.
+    pub json: Option<PathBuf>,
+}
+
+/// Resolves `--detectors`, `--param`, `--convention` and the sweep options.
+pub fn resolve(run: &RunArgs) -> Result<Options> {
+    let detectors = parse_detectors(&run.detectors, &run.params, run.negatives.as_deref())?;
+    let convention: Convention = run
+        .convention
+        .parse()
+        .with_context(|| format!("--convention {}", run.convention))?;
+    let sweep = match (&run.val_id, &run.val_ood, run.sweep) {
+        (Some(i), Some(o), true) => Some((i.clone(), o.clone())),
+        _ => None,
+    };
+    Ok(Options {
+        detectors,
+        convention,
+        sweep,
+        out_dir: run.out_dir.clone(),
+        json: run.json.clone(),
+    })
+}
+
+/// Loads negative-label embeddings into every `neg_label` spec.
+pub fn attach_negatives(detectors: &mut [DetectorSpec], path: &Path) -> Result<()> {
+    let neg = NegLabel::load_negatives(path)
+        .with_context(|| format!("loading negative labels {}", path.display()))?;
+    for d in detectors.iter_mut() {
+        if let DetectorSpec::NegLabel(n) = d {
+            n.negatives = Some(neg.clone());
+        }
+    }
+    Ok(())
+}
+
+/// Parses a detector list (`all` or comma-separated names) with `DETECTOR.KEY=VALUE` overrides,
+/// loading negative labels into `neg_label` when given. `all` leaves `neg_label` out when there
+/// are no negatives.
+pub fn parse_detectors(
+    list: &str,
+    params: &[String],
+    negatives: Option<&Path>,
+) -> Result<Vec<DetectorSpec>> {
+    let mut d = parse_detector_names(list, params)?;
+    match negatives {
+        Some(path) => attach_negatives(&mut d, path)?,
+        None if list.trim() == "all" => d.retain(|d| !matches!(d, DetectorSpec::NegLabel(_))),
+        None => {}
+    }
+    Ok(d)
+}
+
+fn parse_detector_names(list: &str, params: &[String]) -> Result<Vec<DetectorSpec>> {
+    let names: Vec<String> = if list.trim() == "all" {
+        DetectorSpec::names()
+            .into_iter()
+            .map(String::from)
+            .collect()
+    } else {
+        list.split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    if names.is_empty() {
+        bail!("--detectors is empty");
+    }
+    let mut per: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for (k, v) in parse_key_values(params)? {
+        let Some((det, key)) = k.split_once('.') else {
+            bail!("--param expects DETECTOR.KEY=VALUE (e.g. knn.k=100), got '{k}={v}'");
+        };
+        if !names.iter().any(|n| n == det) {
+            bail!(
+                "--param {k}: detector '{det}' is not in --detectors ({})",
+                names.join(",")
+            );
+        }
+        per.entry(det.to_string())
+            .or_default()
+            .push((key.to_string(), v));
+    }
+    names
+        .iter()
+        .map(|n| {
+            DetectorSpec::from_name(n, per.get(n).map(Vec::as_slice).unwrap_or(&[]))
+                .map_err(Into::into)
+        })
+        .collect()
+}
+
+fn parse_set(s: &str, group: Option<Group>) -> Result<(String, Option<Group>, PathBuf)> {
+    match s.split_once('=') {
+        Some((n, p)) if !n.is_empty() && !p.is_empty() => {
+            Ok((n.to_string(), group, PathBuf::from(p)))
+        }
+        _ => bail!("expected NAME=FILE for an OOD set, got '{s}'"),
+    }
+}
+
+/// Runs `ood eval`.
+pub fn run(a: EvalArgs) -> Result<()> {
+    let mut ood = Vec::new();
+    for s in &a.near {
+        ood.push(parse_set(s, Some(Group::Near))?);
+    }
+    for s in &a.far {
+        ood.push(parse_set(s, Some(Group::Far))?);
+    }
+    for s in &a.ood {
+        ood.push(parse_set(s, None)?);
+    }
+    if ood.is_empty() {
+        bail!("no OOD sets: give at least one --near, --far or --ood NAME=FILE");
+    }
+    let mut names: Vec<&str> = ood.iter().map(|(n, _, _)| n.as_str()).collect();
+    names.sort();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        bail!("OOD set name '{}' is used twice", w[0]);
+    }
+    let inputs = Inputs {
+        fit: a.fit,
+        fit_val: a.fit_val,
+        head: a.head,
+        id: a.id,
+        ood,
+    };
+    let opts = resolve(&a.run)?;
+    execute("oodkit evaluation", "eval", &inputs, &opts, json!({}))
+}
+
+fn describe(path: &Path) -> Result<Value> {
+    let f = FeatureFile::open(path).with_context(|| format!("opening {}", path.display()))?;
+    Ok(json!({
+        "path": path.display().to_string(),
+        "sha256": hashing::sha256_file(path)?,
+        "rows": f.len(),
+        "dim": f.dim(),
+        "classes": f.num_classes(),
+        "labels": f.has_labels(),
+        "metadata": f.metadata(),
+    }))
+}
+
+/// Loads everything, runs the benchmark (and sweep), prints the table and writes the artifacts.
+/// Nothing is written unless the whole run succeeds.
+pub fn execute(
+    title: &str,
+    command: &str,
+    inputs: &Inputs,
+    opts: &Options,
+    extra_config: Value,
+) -> Result<()> {
+    let head = load_head(&inputs.head)?;
+    let fit = FeatureFile::open(&inputs.fit)
+        .with_context(|| format!("opening fit features {}", inputs.fit.display()))?;
+    let fit_val = match &inputs.fit_val {
+        Some(p) => Some(
+            FeatureFile::open(p)
+                .with_context(|| format!("opening ID val features {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let id = load_features(&inputs.id)?;
+    let mut sets = Vec::new();
+    for (name, group, path) in &inputs.ood {
+        sets.push(OodSet {
+            name: name.clone(),
+            group: *group,
+            features: load_features(path)?,
+        });
+    }
+    let input = BenchmarkInput {
+        fit: FitData::File(&fit),
+        fit_val: fit_val.as_ref().map(FitData::File),
+        head: &head,
+        id_test: &id,
+        ood: &sets,
+    };
+
+    let mut detectors = opts.detectors.clone();
+    let mut sweeps = Vec::new();
+    if let Some((vi, vo)) = &opts.sweep {
+        let val_id = load_features(vi)?;
+        let val_ood = load_features(vo)?;
+        for d in detectors.iter_mut() {
+            let outcome = benchmark::sweep(d, &input, &val_id, &val_ood)
+                .with_context(|| format!("parameter search for {}", d.name()))?;
+            if outcome.no_effect {
+                eprintln!(
+                    "ood: warning: the {} parameter search changed nothing: all {} candidates gave identical scores",
+                    d.name(),
+                    outcome.candidates.len()
+                );
+            }
+            if !outcome.candidates.is_empty() {
+                eprintln!(
+                    "ood: {} search chose {}",
+                    d.name(),
+                    serde_json::Value::Object(outcome.chosen.params())
+                );
+            }
+            *d = outcome.chosen.clone();
+            sweeps.push(json!({"detector": d.name(), "outcome": outcome}));
+        }
+    }
+
+    let steps = (detectors.len() * (2 + sets.len())) as u64;
+    let bar = ProgressBar::new(steps);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed_precise} {msg}")
+            .expect("valid template"),
+    );
+    let result = benchmark::run(&input, &detectors, opts.convention, &mut |m| {
+        bar.set_message(m.to_string());
+        bar.inc(1);
+    })?;
+    bar.finish_and_clear();
+
+    let mut files = BTreeMap::new();
+    files.insert("fit".to_string(), describe(&inputs.fit)?);
+    if let Some(p) = &inputs.fit_val {
+        files.insert("fit_val".to_string(), describe(p)?);
+    }
+    files.insert(
+        "head".to_string(),
+        json!({"path": inputs.head.display().to_string(), "sha256": hashing::sha256_file(&inputs.head)?}),
+    );
+    files.insert("id_test".to_string(), describe(&inputs.id)?);
+    for (name, group, path) in &inputs.ood {
+        let mut d = describe(path)?;
+        d["group"] = json!(group);
+        files.insert(format!("ood:{name}"), d);
+    }
+    if let Some((vi, vo)) = &opts.sweep {
+        files.insert("sweep_val_id".to_string(), describe(vi)?);
+        files.insert("sweep_val_ood".to_string(), describe(vo)?);
+    }
+    let config = json!({
+        "tool": "oodkit",
+        "version": env!("CARGO_PKG_VERSION"),
+        "command": command,
+        "convention": opts.convention,
+        "detectors": detectors,
+        "sweep": sweeps,
+        "inputs": files,
+        "extra": extra_config,
+    });
+
+    print!("{}", report::text_table(&result));
+    let json_out = report::json(&result);
+    let json_text = serde_json::to_string_pretty(&json_out).expect("JSON values serialise") + "\n";
+    let html = report::html(title, &result, &config)?;
+    let dir = &opts.out_dir;
+    atomic_file::write_bytes_atomic(&dir.join("results.json"), json_text.as_bytes())?;
+    atomic_file::write_bytes_atomic(&dir.join("results.csv"), report::csv(&result).as_bytes())?;
+    atomic_file::write_bytes_atomic(
+        &dir.join("config.json"),
+        (serde_json::to_string_pretty(&config).expect("JSON values serialise") + "\n").as_bytes(),
+    )?;
+    atomic_file::write_bytes_atomic(&dir.join("report.html"), html.as_bytes())?;
+    if let Some(p) = &opts.json {
+        atomic_file::write_bytes_atomic(p, json_text.as_bytes())?;
+    }
+    eprintln!(
+        "wrote {}/{{results.csv,results.json,config.json,report.html}}",
+        dir.display()
+    );
+    Ok(())
+}

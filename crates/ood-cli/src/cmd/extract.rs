@@ -1,0 +1,168 @@
+//! `ood extract`: run a network over a dataset and write its features.
+
+use crate::args::ExtractArgs;
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use ood_nn::data::{DataSpec, OnError, Preprocess};
+use ood_nn::network::{ExtractOptions, extract, file_sha256, load_network};
+use std::path::PathBuf;
+
+fn parse_size(what: &str, v: &str) -> Result<Option<u32>> {
+    if v == "none" {
+        return Ok(None);
+    }
+    let n: u32 = v
+        .parse()
+        .with_context(|| format!("--{what} must be a positive integer or 'none', got '{v}'"))?;
+    if n == 0 {
+        bail!("--{what} must be at least 1");
+    }
+    Ok(Some(n))
+}
+
+/// Parses `cpu`, `cuda` or `cuda:N`, checking that CUDA is there when asked for.
+pub fn parse_device(s: &str) -> Result<tch::Device> {
+    match s {
+        "cpu" => Ok(tch::Device::Cpu),
+        "cuda" | "gpu" => parse_device("cuda:0"),
+        _ => {
+            let Some(idx) = s.strip_prefix("cuda:") else {
+                bail!("--device must be cpu, cuda or cuda:N, got '{s}'");
+            };
+            let i: usize = idx.parse().with_context(|| format!("bad device '{s}'"))?;
+            if !tch::Cuda::is_available() {
+                bail!("--device {s}: CUDA is not available to libtorch on this machine");
+            }
+            if i >= tch::Cuda::device_count() as usize {
+                bail!(
+                    "--device {s}: only {} CUDA device(s)",
+                    tch::Cuda::device_count()
+                );
+            }
+            Ok(tch::Device::Cuda(i))
+        }
+    }
+}
+
+/// Runs `ood extract`.
+pub fn run(a: ExtractArgs) -> Result<()> {
+    if let Some(t) = a.threads {
+        tch::set_num_threads(t);
+    }
+    let device = parse_device(&a.device)?;
+    let data = DataSpec::parse(&a.data)?;
+    let net = load_network(&a.model, &a.weights, device)?;
+    let spec = net.input_spec();
+    let is_idx = matches!(data, DataSpec::Idx { .. });
+    let resize = match &a.resize {
+        Some(v) => parse_size("resize", v)?,
+        None if is_idx => None,
+        None if spec.size > 64 => Some(spec.size * 8 / 7),
+        None => Some(spec.size),
+    };
+    let crop = match &a.crop {
+        Some(v) => parse_size("crop", v)?,
+        None if is_idx => None,
+        None => Some(spec.size),
+    };
+    let pad = match a.pad {
+        Some(p) => p,
+        None if is_idx => spec.size.saturating_sub(28) / 2,
+        None => 0,
+    };
+    let preprocess = Preprocess {
+        resize,
+        crop,
+        pad,
+        mean: spec.mean,
+        std: spec.std,
+    };
+    let on_error = match a.on_error.as_str() {
+        "skip" => OnError::Skip,
+        _ => OnError::Fail,
+    };
+    let opts = ExtractOptions {
+        batch_size: a.batch_size,
+        preprocess: preprocess.clone(),
+        on_error,
+    };
+    let weights_sha = file_sha256(&a.weights)?;
+    let data_sha = data.fingerprint()?;
+
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {pos} images [{elapsed_precise}, {per_sec}]")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let started = std::time::Instant::now();
+    let samples = data.samples()?;
+    let mut ex = extract(net.as_ref(), samples, &opts, &mut |done| {
+        bar.set_position(done as u64)
+    })?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+
+    let md = &mut ex.features.metadata;
+    md.insert("weights_sha256".into(), weights_sha.clone());
+    md.insert("dataset".into(), data.dataset_name());
+    md.insert("data_spec".into(), data.to_spec_string());
+    md.insert("data_sha256".into(), data_sha.clone());
+    let key = ood_nn::network::cache_key(
+        &net.name(),
+        &weights_sha,
+        &data_sha,
+        &preprocess.describe(),
+        "penultimate",
+    );
+    md.insert("cache_key".into(), key.clone());
+    ex.features
+        .save(&a.out)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+
+    let config = serde_json::json!({
+        "command": "extract",
+        "tool_version": env!("CARGO_PKG_VERSION"),
+        "model": net.name(),
+        "weights": a.weights.display().to_string(),
+        "weights_sha256": weights_sha,
+        "data_spec": data.to_spec_string(),
+        "dataset": data.dataset_name(),
+        "data_sha256": data_sha,
+        "layer": "penultimate",
+        "preprocessing": preprocess.describe(),
+        "resize": preprocess.resize,
+        "crop": preprocess.crop,
+        "pad": preprocess.pad,
+        "mean": preprocess.mean,
+        "std": preprocess.std,
+        "batch_size": a.batch_size,
+        "device": format!("{device:?}"),
+        "on_error": a.on_error,
+        "num_samples": ex.features.len(),
+        "feature_dim": ex.features.dim(),
+        "num_classes": ex.features.num_classes(),
+        "num_skipped": ex.skipped.len(),
+        "skipped": ex.skipped.iter().take(1000).collect::<Vec<_>>(),
+        "cache_key": key,
+        "seconds": secs,
+        "output": a.out.display().to_string(),
+    });
+    let mut cfg_path = PathBuf::from(a.out.as_os_str());
+    cfg_path.as_mut_os_string().push(".config.json");
+    let text = serde_json::to_string_pretty(&config)? + "\n";
+    ood_core::atomic_file::write_bytes_atomic(&cfg_path, text.as_bytes())?;
+    eprintln!(
+        "extracted {} images ({} skipped) in {secs:.1} s -> {}",
+        ex.features.len(),
+        ex.skipped.len(),
+        a.out.display()
+    );
+    if let Some(acc) = ex.features.accuracy().filter(|_| data_labels_known(&data)) {
+        eprintln!("top-1 accuracy against the data's labels: {:.4}", acc);
+    }
+    Ok(())
+}
+
+fn data_labels_known(d: &DataSpec) -> bool {
+    !matches!(d, DataSpec::TinTest(_) | DataSpec::Idx { labels: None, .. })
+}

@@ -1,0 +1,33 @@
+//! Subcommands: each converts arguments into library calls.
+
+use crate::args::{Cli, Command};
+use anyhow::Result;
+
+mod bench;
+mod common;
+mod embed_text;
+mod eval;
+mod example;
+mod extract;
+mod list;
+mod metrics;
+mod score;
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::List { .. } => list::run(),
+        Command::Score(a) => score::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Example(a) => example::run(a),
+        Command::Metrics {
+            id,
+            ood,
+            convention,
+            json,
+        } => metrics::run(&id, &ood, &convention, json),
+        Command::Extract(a) => extract::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::EmbedText(args) => embed_text::run(&args),
+    }
+}

@@ -1,0 +1,34 @@
+//! `ood score`: fit one detector and write the scores of one feature file.
+
+use crate::args::ScoreArgs;
+use crate::cmd::common::{load_features, load_head, parse_key_values};
+use anyhow::{Context, Result};
+use ood_core::{DetectorSpec, FeatureFile, FitData};
+
+/// Runs `ood score`.
+pub fn run(a: ScoreArgs) -> Result<()> {
+    let params = parse_key_values(&a.params)?;
+    let mut spec = DetectorSpec::from_name(&a.detector, &params)?;
+    if let Some(neg) = &a.negatives {
+        crate::cmd::eval::attach_negatives(std::slice::from_mut(&mut spec), neg)?;
+    }
+    let head = load_head(&a.head)?;
+    let fit = FeatureFile::open(&a.fit)
+        .with_context(|| format!("opening fit features {}", a.fit.display()))?;
+    let input = load_features(&a.input)?;
+    let scorer = spec
+        .as_detector()
+        .fit(&FitData::File(&fit), &head)
+        .with_context(|| format!("fitting {} on {}", spec.name(), a.fit.display()))?;
+    let scores = scorer
+        .score(&input)
+        .with_context(|| format!("scoring {} with {}", a.input.display(), spec.name()))?;
+    ood_core::scores::write_npy(&a.out, scores.as_slice().expect("fresh array"))?;
+    eprintln!(
+        "wrote {} scores ({}) to {}",
+        scores.len(),
+        spec.name(),
+        a.out.display()
+    );
+    Ok(())
+}

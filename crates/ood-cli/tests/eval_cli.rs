@@ -1,0 +1,227 @@
+//! End-to-end runs of the `ood` binary: `example`, `eval`, `score` and `list`, including the error
+//! contract (exit code 2, a message naming the file and the problem, no partial output files).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn ood(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ood"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("the ood binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Generates the synthetic example once into `dir` and returns its feature folder.
+fn example(dir: &Path) -> std::path::PathBuf {
+    let o = ood(
+        &["example", "--out-dir", "ex", "--detectors", "msp,energy"],
+        dir,
+    );
+    assert!(o.status.success(), "example failed: {}", stderr(&o));
+    dir.join("ex/features")
+}
+
+#[test]
+fn example_writes_table_and_all_artifacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = ood(
+        &["example", "--out-dir", "ex", "--detectors", "msp,energy"],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains("ID accuracy:"), "{table}");
+    assert!(
+        table.contains("held_out_class") && table.contains("nearood") && table.contains("farood"),
+        "{table}"
+    );
+    for f in ["results.csv", "results.json", "config.json", "report.html"] {
+        assert!(
+            dir.path().join("ex/results").join(f).is_file(),
+            "missing {f}"
+        );
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("ex/results/results.json")).unwrap())
+            .unwrap();
+    let acc = json["id_accuracy"].as_f64().unwrap();
+    assert!(acc > 0.8 && acc <= 1.0, "{acc}");
+    let rows = json["rows"].as_array().unwrap();
+    // 2 detectors x (2 sets + 2 means)
+    assert_eq!(rows.len(), 8);
+    for r in rows {
+        for k in [
+            "dataset", "group", "detector", "auroc", "fpr95", "aupr_in", "aupr_out",
+        ] {
+            assert!(r.get(k).is_some(), "row lacks {k}: {r}");
+        }
+        let a = r["auroc"].as_f64().unwrap();
+        assert!(a > 0.5 && a <= 1.0, "{r}");
+    }
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("ex/results/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        config["inputs"]["id_test"]["sha256"]
+            .as_str()
+            .unwrap()
+            .len(),
+        64
+    );
+    let html = std::fs::read_to_string(dir.path().join("ex/results/report.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("ROC") && html.contains("held_out_class"));
+}
+
+#[test]
+fn eval_errors_name_the_file_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = example(dir.path());
+    let s = |n: &str| f.join(format!("{n}.safetensors")).display().to_string();
+    // A missing OOD file.
+    let o = ood(
+        &[
+            "eval",
+            "--fit",
+            &s("train"),
+            "--head",
+            &s("head"),
+            "--id",
+            &s("test"),
+            "--far",
+            "gone=/nonexistent/x.safetensors",
+            "--out-dir",
+            "r1",
+        ],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("/nonexistent/x.safetensors"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!dir.path().join("r1").exists());
+    // A corrupt OOD file.
+    std::fs::write(
+        dir.path().join("bad.safetensors"),
+        b"definitely not safetensors",
+    )
+    .unwrap();
+    let o = ood(
+        &[
+            "eval",
+            "--fit",
+            &s("train"),
+            "--head",
+            &s("head"),
+            "--id",
+            &s("test"),
+            "--far",
+            "bad=bad.safetensors",
+            "--out-dir",
+            "r2",
+        ],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("bad.safetensors"), "{}", stderr(&o));
+    assert!(!dir.path().join("r2").exists());
+    // Features whose dimension does not match the head: the far set is rewritten with fewer dims.
+    let far = ood_core::Features::load(f.join("far.safetensors")).unwrap();
+    let narrow = ood_core::Features::new(
+        far.embeddings.slice(ndarray::s![.., ..10]).to_owned(),
+        far.logits.clone(),
+        None,
+    )
+    .unwrap();
+    narrow.save(dir.path().join("narrow.safetensors")).unwrap();
+    let o = ood(
+        &[
+            "eval",
+            "--fit",
+            &s("train"),
+            "--head",
+            &s("head"),
+            "--id",
+            &s("test"),
+            "--far",
+            "narrow=narrow.safetensors",
+            "--out-dir",
+            "r3",
+        ],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("dimension mismatch") && stderr(&o).contains("narrow"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!dir.path().join("r3").exists());
+    // An unknown detector lists the known ones.
+    let o = ood(
+        &[
+            "eval",
+            "--fit",
+            &s("train"),
+            "--head",
+            &s("head"),
+            "--id",
+            &s("test"),
+            "--far",
+            &format!("far={}", s("far")),
+            "--detectors",
+            "msp,bogus",
+            "--out-dir",
+            "r4",
+        ],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("unknown detector 'bogus'") && stderr(&o).contains("energy"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!dir.path().join("r4").exists());
+}
+
+#[test]
+fn eval_sweep_records_the_chosen_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = example(dir.path());
+    let s = |n: &str| f.join(format!("{n}.safetensors")).display().to_string();
+    let o = ood(
+        &[
+            "eval",
+            "--fit",
+            &s("train"),
+            "--head",
+            &s("head"),
+            "--id",
+            &s("test"),
+            "--near",
+            &format!("near={}", s("near")),
+            "--detectors",
+            "energy",
+            "--sweep",
+            "--val-id",
+            &s("val"),
+            "--val-ood",
+            &s("far"),
+            "--out-dir",
+            "r",
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("r/config.json")).unwrap()).unwrap();
+    assert_eq!(config["detectors"][0]["name"], "energy");
+    assert_eq!(config["sweep"][0]["detector"], "energy");
+}

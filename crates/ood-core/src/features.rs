@@ -1,0 +1,596 @@
+//! [`Features`] and [`Head`]: the plain-number hand-off between a network and the detectors, and
+//! their files.
+//!
+//! A feature file is safetensors with `features` `(n, d)` f32, `logits` `(n, c)` f32, optional
+//! `labels` `(n)` i64 and string metadata (model, weights hash, dataset, split, layer,
+//! preprocessing). A head file holds `weight` `(c, d)` and `bias` `(c)`, so that
+//! `logits = features · weightᵀ + bias`.
+//!
+//! [`FitData`] is what detectors fit on: features in memory, or a [`FeatureFile`] read in chunks of
+//! rows so that statistics-based detectors never hold more than one chunk (plus what they keep).
+
+use crate::error::{Error, Result};
+use crate::safetensors::{self, SafeTensorsFile, TensorToWrite};
+use ndarray::{Array1, Array2, ArrayView2, Axis, s};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Penultimate features, logits and optional labels of `n` samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Features {
+    /// `(n, d)` penultimate features (or image embeddings for CLIP-style models).
+    pub embeddings: Array2<f32>,
+    /// `(n, c)` classifier logits.
+    pub logits: Array2<f32>,
+    /// `n` class labels, when known (`-1` conventionally marks OOD samples).
+    pub labels: Option<Vec<i64>>,
+    /// Free-form string metadata (model, weights hash, dataset, split, layer, preprocessing).
+    pub metadata: BTreeMap<String, String>,
+}
+
+fn check_finite<'a>(what: &str, values: impl IntoIterator<Item = &'a f32>) -> Result<()> {
+    if values.into_iter().all(|v| v.is_finite()) {
+        Ok(())
+    } else {
+        Err(Error::NonFinite {
+            what: what.to_string(),
+        })
+    }
+}
+
+impl Features {
+    /// Builds features, checking that row counts agree and every value is finite.
+    pub fn new(
+        embeddings: Array2<f32>,
+        logits: Array2<f32>,
+        labels: Option<Vec<i64>>,
+    ) -> Result<Self> {
+        let n = embeddings.nrows();
+        if logits.nrows() != n {
+            return Err(Error::dim("number of logit rows", n, logits.nrows()));
+        }
+        if let Some(l) = &labels {
+            if l.len() != n {
+                return Err(Error::dim("number of labels", n, l.len()));
+            }
+        }
+        check_finite("features", embeddings.iter())?;
+        check_finite("logits", logits.iter())?;
+        Ok(Features {
+            embeddings,
+            logits,
+            labels,
+            metadata: BTreeMap::new(),
+        })
+    }
+
+    /// Features whose logits are computed from a head: `logits = embeddings · Wᵀ + b`.
+    pub fn with_head(
+        embeddings: Array2<f32>,
+        head: &Head,
+        labels: Option<Vec<i64>>,
+    ) -> Result<Self> {
+        let logits = head.logits(embeddings.view())?;
+        Features::new(embeddings, logits, labels)
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.embeddings.nrows()
+    }
+    /// True when there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Feature dimension `d`.
+    pub fn dim(&self) -> usize {
+        self.embeddings.ncols()
+    }
+    /// Number of classes `c` (logit columns).
+    pub fn num_classes(&self) -> usize {
+        self.logits.ncols()
+    }
+
+    /// Rows `[start, end)` as new features (labels and metadata follow).
+    pub fn slice(&self, start: usize, end: usize) -> Features {
+        Features {
+            embeddings: self.embeddings.slice(s![start..end, ..]).to_owned(),
+            logits: self.logits.slice(s![start..end, ..]).to_owned(),
+            labels: self.labels.as_ref().map(|l| l[start..end].to_vec()),
+            metadata: self.metadata.clone(),
+        }
+    }
+
+    /// The rows at `indices`, in that order.
+    pub fn select(&self, indices: &[usize]) -> Features {
+        Features {
+            embeddings: self.embeddings.select(Axis(0), indices),
+            logits: self.logits.select(Axis(0), indices),
+            labels: self
+                .labels
+                .as_ref()
+                .map(|l| indices.iter().map(|&i| l[i]).collect()),
+            metadata: self.metadata.clone(),
+        }
+    }
+
+    /// Predicted class per row: the first maximum of the logits.
+    pub fn predictions(&self) -> Vec<usize> {
+        self.logits
+            .rows()
+            .into_iter()
+            .map(|r| {
+                argmax(
+                    r.as_slice()
+                        .expect("rows of a standard-layout array are contiguous"),
+                )
+            })
+            .collect()
+    }
+
+    /// Classifier accuracy (fraction of rows whose first-maximum logit equals the label), when labelled.
+    pub fn accuracy(&self) -> Option<f64> {
+        let labels = self.labels.as_ref()?;
+        if labels.is_empty() {
+            return None;
+        }
+        let hits = self
+            .predictions()
+            .iter()
+            .zip(labels)
+            .filter(|&(&p, &l)| p as i64 == l)
+            .count();
+        Some(hits as f64 / labels.len() as f64)
+    }
+
+    /// Reads a feature file into memory (see the module doc for the layout).
+    pub fn load(path: impl AsRef<Path>) -> Result<Features> {
+        let file = FeatureFile::open(path)?;
+        file.read_rows(0, file.len())
+    }
+
+    /// Writes a feature file atomically.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let (n, d, c) = (self.len(), self.dim(), self.num_classes());
+        let emb = self.embeddings.as_standard_layout();
+        let lg = self.logits.as_standard_layout();
+        let mut tensors = vec![
+            TensorToWrite::f32(
+                "features",
+                vec![n, d],
+                emb.as_slice().expect("standard layout"),
+            ),
+            TensorToWrite::f32(
+                "logits",
+                vec![n, c],
+                lg.as_slice().expect("standard layout"),
+            ),
+        ];
+        if let Some(l) = &self.labels {
+            tensors.push(TensorToWrite::i64("labels", vec![n], l));
+        }
+        safetensors::write(path.as_ref(), &tensors, &self.metadata)
+    }
+}
+
+/// Index of the first maximum (NaN-free input assumed; features are checked on construction).
+pub fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// A feature file opened for chunked reading.
+#[derive(Debug)]
+pub struct FeatureFile {
+    file: SafeTensorsFile,
+    n: usize,
+    d: usize,
+    c: usize,
+    has_labels: bool,
+}
+
+impl FeatureFile {
+    /// Opens a feature file and checks its layout (no data is read yet).
+    pub fn open(path: impl AsRef<Path>) -> Result<FeatureFile> {
+        let file = SafeTensorsFile::open(path)?;
+        let p = file.path().to_path_buf();
+        let f = file.info("features")?;
+        if f.shape.len() != 2 {
+            return Err(Error::format(
+                &p,
+                format!("'features' must be 2-D (n, d), found shape {:?}", f.shape),
+            ));
+        }
+        let (n, d) = (f.shape[0], f.shape[1]);
+        let l = file.info("logits")?;
+        if l.shape.len() != 2 || l.shape[0] != n {
+            return Err(Error::format(
+                &p,
+                format!(
+                    "'logits' must be ({n}, c) to match 'features', found shape {:?}",
+                    l.shape
+                ),
+            ));
+        }
+        let c = l.shape[1];
+        let has_labels = match file.tensors.get("labels") {
+            Some(t) if t.shape != [n] => {
+                return Err(Error::format(
+                    &p,
+                    format!("'labels' must have shape [{n}], found {:?}", t.shape),
+                ));
+            }
+            Some(_) => true,
+            None => false,
+        };
+        Ok(FeatureFile {
+            file,
+            n,
+            d,
+            c,
+            has_labels,
+        })
+    }
+    /// Path of the file.
+    pub fn path(&self) -> PathBuf {
+        self.file.path().to_path_buf()
+    }
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+    /// True when the file has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+    /// Feature dimension.
+    pub fn dim(&self) -> usize {
+        self.d
+    }
+    /// Number of logit columns.
+    pub fn num_classes(&self) -> usize {
+        self.c
+    }
+    /// Whether the file stores labels.
+    pub fn has_labels(&self) -> bool {
+        self.has_labels
+    }
+    /// The file's string metadata.
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.file.metadata
+    }
+    /// Reads only the `(n, d)` penultimate features of rows `[start, start + n)` (no logits, no
+    /// labels); non-finite values are an error naming the file.
+    pub fn read_embeddings(&self, start: usize, n: usize) -> Result<Array2<f32>> {
+        let emb = self.file.read_rows_f32("features", start, n)?;
+        if !emb.iter().all(|v| v.is_finite()) {
+            return Err(Error::format(
+                self.file.path(),
+                format!(
+                    "non-finite value (NaN or infinite) in features rows {start}..{}",
+                    start + n
+                ),
+            ));
+        }
+        Ok(Array2::from_shape_vec((n, self.d), emb).expect("row read has n*d values"))
+    }
+    /// Reads rows `[start, start + n)`; non-finite values are an error naming the file.
+    pub fn read_rows(&self, start: usize, n: usize) -> Result<Features> {
+        let emb = self.file.read_rows_f32("features", start, n)?;
+        let lg = self.file.read_rows_f32("logits", start, n)?;
+        let labels = if self.has_labels {
+            let all = self.file.read_i64("labels")?;
+            Some(all[start..start + n].to_vec())
+        } else {
+            None
+        };
+        let embeddings = Array2::from_shape_vec((n, self.d), emb).expect("row read has n*d values");
+        let logits = Array2::from_shape_vec((n, self.c), lg).expect("row read has n*c values");
+        let mut f = Features::new(embeddings, logits, labels).map_err(|e| match e {
+            Error::NonFinite { what } => Error::format(
+                self.file.path(),
+                format!("non-finite value (NaN or infinite) in {what}"),
+            ),
+            e => e,
+        })?;
+        f.metadata = self.file.metadata.clone();
+        Ok(f)
+    }
+}
+
+/// What a detector is fitted on: in-memory features or a file read chunk by chunk.
+#[derive(Debug, Clone, Copy)]
+pub enum FitData<'a> {
+    /// Features already in memory.
+    Memory(&'a Features),
+    /// A feature file, read in chunks.
+    File(&'a FeatureFile),
+}
+
+impl<'a> From<&'a Features> for FitData<'a> {
+    fn from(f: &'a Features) -> Self {
+        FitData::Memory(f)
+    }
+}
+impl<'a> From<&'a FeatureFile> for FitData<'a> {
+    fn from(f: &'a FeatureFile) -> Self {
+        FitData::File(f)
+    }
+}
+
+/// Default rows per chunk when streaming from a file.
+pub const DEFAULT_CHUNK_ROWS: usize = 16_384;
+
+impl FitData<'_> {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        match self {
+            FitData::Memory(f) => f.len(),
+            FitData::File(f) => f.len(),
+        }
+    }
+    /// True when there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Feature dimension.
+    pub fn dim(&self) -> usize {
+        match self {
+            FitData::Memory(f) => f.dim(),
+            FitData::File(f) => f.dim(),
+        }
+    }
+    /// Number of logit columns.
+    pub fn num_classes(&self) -> usize {
+        match self {
+            FitData::Memory(f) => f.num_classes(),
+            FitData::File(f) => f.num_classes(),
+        }
+    }
+    /// Whether labels are present.
+    pub fn has_labels(&self) -> bool {
+        match self {
+            FitData::Memory(f) => f.labels.is_some(),
+            FitData::File(f) => f.has_labels(),
+        }
+    }
+    /// Calls `f` on consecutive chunks of at most `rows` rows, in order.
+    pub fn for_each_chunk(
+        &self,
+        rows: usize,
+        mut f: impl FnMut(&Features) -> Result<()>,
+    ) -> Result<()> {
+        let rows = rows.max(1);
+        match self {
+            FitData::Memory(x) if x.len() <= rows => f(x),
+            FitData::Memory(x) => {
+                let mut start = 0;
+                while start < x.len() {
+                    let end = (start + rows).min(x.len());
+                    f(&x.slice(start, end))?;
+                    start = end;
+                }
+                Ok(())
+            }
+            FitData::File(file) => {
+                let mut start = 0;
+                while start < file.len() {
+                    let n = rows.min(file.len() - start);
+                    f(&file.read_rows(start, n)?)?;
+                    start += n;
+                }
+                Ok(())
+            }
+        }
+    }
+    /// Like [`FitData::for_each_chunk`], but hands out only the `(rows, d)` penultimate features
+    /// (a file is read without its logits and labels).
+    pub fn for_each_embedding_chunk(
+        &self,
+        rows: usize,
+        mut f: impl FnMut(ArrayView2<'_, f32>) -> Result<()>,
+    ) -> Result<()> {
+        let rows = rows.max(1);
+        match self {
+            FitData::Memory(x) => {
+                let mut start = 0;
+                while start < x.len() {
+                    let end = (start + rows).min(x.len());
+                    f(x.embeddings.slice(s![start..end, ..]))?;
+                    start = end;
+                }
+                Ok(())
+            }
+            FitData::File(file) => {
+                let mut start = 0;
+                while start < file.len() {
+                    let n = rows.min(file.len() - start);
+                    f(file.read_embeddings(start, n)?.view())?;
+                    start += n;
+                }
+                Ok(())
+            }
+        }
+    }
+    /// The first `n` rows (clamped to the length), borrowed when in memory and whole.
+    pub fn first_rows(&self, n: usize) -> Result<std::borrow::Cow<'_, Features>> {
+        let n = n.min(self.len());
+        match self {
+            FitData::Memory(f) if n == f.len() => Ok(std::borrow::Cow::Borrowed(*f)),
+            FitData::Memory(f) => Ok(std::borrow::Cow::Owned(f.slice(0, n))),
+            FitData::File(f) => Ok(std::borrow::Cow::Owned(f.read_rows(0, n)?)),
+        }
+    }
+    /// All rows in memory (borrowed when they already are).
+    pub fn to_features(&self) -> Result<std::borrow::Cow<'_, Features>> {
+        match self {
+            FitData::Memory(f) => Ok(std::borrow::Cow::Borrowed(*f)),
+            FitData::File(f) => Ok(std::borrow::Cow::Owned(f.read_rows(0, f.len())?)),
+        }
+    }
+}
+
+/// The final linear layer: `logits = features · weightᵀ + bias`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Head {
+    /// `(c, d)` weight.
+    pub weight: Array2<f32>,
+    /// `(c)` bias.
+    pub bias: Array1<f32>,
+}
+
+impl Head {
+    /// Builds a head, checking that the bias has one entry per weight row and all values are finite.
+    pub fn new(weight: Array2<f32>, bias: Array1<f32>) -> Result<Head> {
+        if bias.len() != weight.nrows() {
+            return Err(Error::dim("head bias length", weight.nrows(), bias.len()));
+        }
+        check_finite("head weight", weight.iter())?;
+        check_finite("head bias", bias.iter())?;
+        Ok(Head { weight, bias })
+    }
+    /// Feature dimension `d`.
+    pub fn dim(&self) -> usize {
+        self.weight.ncols()
+    }
+    /// Number of classes `c`.
+    pub fn num_classes(&self) -> usize {
+        self.weight.nrows()
+    }
+    /// `x · Wᵀ + b` for `(n, d)` features.
+    pub fn logits(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
+        if x.ncols() != self.dim() {
+            return Err(Error::dim(
+                "feature dimension (head input)",
+                self.dim(),
+                x.ncols(),
+            ));
+        }
+        let mut z = crate::linalg::matmul_transb(x, self.weight.view());
+        z += &self.bias;
+        Ok(z)
+    }
+    /// Checks that features fit this head (same `d` and `c`).
+    pub fn check(&self, x: &Features) -> Result<()> {
+        if x.dim() != self.dim() {
+            return Err(Error::dim(
+                "feature dimension (features vs head)",
+                self.dim(),
+                x.dim(),
+            ));
+        }
+        if x.num_classes() != self.num_classes() {
+            return Err(Error::dim(
+                "number of classes (logits vs head)",
+                self.num_classes(),
+                x.num_classes(),
+            ));
+        }
+        Ok(())
+    }
+    /// Reads a head file (`weight` `(c, d)`, `bias` `(c)`).
+    pub fn load(path: impl AsRef<Path>) -> Result<Head> {
+        let f = SafeTensorsFile::open(path)?;
+        let p = f.path().to_path_buf();
+        let w = f.info("weight")?.clone();
+        if w.shape.len() != 2 {
+            return Err(Error::format(
+                &p,
+                format!("head 'weight' must be 2-D (c, d), found {:?}", w.shape),
+            ));
+        }
+        let weight = Array2::from_shape_vec((w.shape[0], w.shape[1]), f.read_f32("weight")?)
+            .expect("shape checked");
+        let bias = match f.tensors.get("bias") {
+            Some(_) => Array1::from(f.read_f32("bias")?),
+            None => Array1::zeros(w.shape[0]),
+        };
+        Head::new(weight, bias).map_err(|e| Error::format(&p, e.to_string()))
+    }
+    /// Writes a head file atomically.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let w = self.weight.as_standard_layout();
+        safetensors::write(
+            path.as_ref(),
+            &[
+                TensorToWrite::f32(
+                    "weight",
+                    vec![self.num_classes(), self.dim()],
+                    w.as_slice().expect("standard layout"),
+                ),
+                TensorToWrite::f32("bias", vec![self.num_classes()], &self.bias.to_vec()),
+            ],
+            &BTreeMap::new(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    fn toy() -> (Features, Head) {
+        let head = Head::new(
+            array![[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]],
+            array![0.0, 0.5, -1.0],
+        )
+        .unwrap();
+        let f = Features::with_head(
+            array![[1.0, 2.0], [3.0, -1.0], [0.0, 0.0]],
+            &head,
+            Some(vec![2, 0, 1]),
+        )
+        .unwrap();
+        (f, head)
+    }
+
+    #[test]
+    fn features_roundtrip_through_a_file() {
+        let (mut f, head) = toy();
+        f.metadata.insert("dataset".into(), "toy".into());
+        assert_eq!(
+            f.logits,
+            array![[1.0, 2.5, 2.0], [3.0, -0.5, 1.0], [0.0, 0.5, -1.0]]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        f.save(dir.path().join("f.safetensors")).unwrap();
+        head.save(dir.path().join("h.safetensors")).unwrap();
+        assert_eq!(Features::load(dir.path().join("f.safetensors")).unwrap(), f);
+        assert_eq!(Head::load(dir.path().join("h.safetensors")).unwrap(), head);
+        let file = FeatureFile::open(dir.path().join("f.safetensors")).unwrap();
+        let mut seen = vec![];
+        FitData::from(&file)
+            .for_each_chunk(2, |c| {
+                seen.push(c.len());
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(seen, vec![2, 1]);
+    }
+
+    #[test]
+    fn features_accuracy_and_first_argmax() {
+        let (f, _) = toy();
+        assert_eq!(f.predictions(), vec![1, 0, 1]);
+        assert!((f.accuracy().unwrap() - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(argmax(&[1.0, 3.0, 3.0]), 1);
+    }
+
+    #[test]
+    fn features_reject_nan_and_mismatched_rows() {
+        assert!(matches!(
+            Features::new(array![[f32::NAN]], array![[0.0]], None),
+            Err(Error::NonFinite { .. })
+        ));
+        assert!(matches!(
+            Features::new(array![[1.0], [2.0]], array![[0.0]], None),
+            Err(Error::DimensionMismatch { .. })
+        ));
+    }
+}

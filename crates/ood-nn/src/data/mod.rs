@@ -1,0 +1,89 @@
+//! Data loading: local image datasets as ordered streams of labelled samples, and their
+//! preprocessing into normalised tensors.
+//!
+//! A [`DataSpec`] names a source (see [`DataSpec::parse`] for the text syntax used by the CLI).
+//! [`DataSpec::samples`] streams [`RawSample`]s in a fixed, documented order with bounded memory:
+//! archives are read by a background thread through a bounded channel, folders file by file.
+//! Every sample is decoded to RGB (grayscale replicated to 3 channels, like PIL's
+//! `convert("RGB")`) and then preprocessed by [`Preprocess`].
+//!
+//! Orders (deterministic, independent of the file system or archive order):
+//! * folder-per-class trees (directories and `.tar`/`.tar.gz`): classes are the sorted names of
+//!   the images' parent directories (label = index), samples sorted by (class, path), i.e.
+//!   class-major then file name, as torchvision's `ImageFolder` and `cifar10_test_order.txt`;
+//! * Tiny-ImageNet val/test: sorted by file name (byte order); val labels from
+//!   `val_annotations.txt`, as indices into the sorted `wnids.txt` (the `ImageFolder` order of
+//!   the train folder); test images are unlabelled (`-1`);
+//! * idx and CIFAR binary files: file order; image lists: line order.
+
+pub mod npy;
+pub mod preprocess;
+mod sources;
+
+pub use preprocess::Preprocess;
+pub use sources::{DataSpec, OnError, SampleIter};
+
+use crate::error::{Error, Result};
+use image::RgbImage;
+use std::path::PathBuf;
+
+/// Pixels of one sample, encoded or already decoded.
+#[derive(Debug, Clone)]
+pub enum Pixels {
+    /// An encoded image file (JPEG, PNG).
+    Encoded(Vec<u8>),
+    /// 8-bit grayscale, row-major.
+    Gray {
+        /// Width.
+        width: u32,
+        /// Height.
+        height: u32,
+        /// `width * height` values.
+        data: Vec<u8>,
+    },
+    /// 8-bit RGB, row-major interleaved.
+    Rgb(RgbImage),
+}
+
+/// One sample: a name (archive member or file path, unique within the dataset), a label
+/// (`-1` when unknown) and its pixels.
+#[derive(Debug, Clone)]
+pub struct RawSample {
+    /// File path or archive member name.
+    pub name: String,
+    /// Class index, `-1` when unlabelled.
+    pub label: i64,
+    /// The pixels.
+    pub pixels: Pixels,
+}
+
+impl RawSample {
+    /// Decodes to 8-bit RGB (grayscale and palette images are expanded to 3 channels).
+    pub fn decode(self) -> Result<RgbImage> {
+        match self.pixels {
+            Pixels::Rgb(img) => Ok(img),
+            Pixels::Gray {
+                width,
+                height,
+                data,
+            } => {
+                let rgb: Vec<u8> = data.iter().flat_map(|&v| [v, v, v]).collect();
+                RgbImage::from_raw(width, height, rgb).ok_or_else(|| Error::Data {
+                    path: PathBuf::from(&self.name),
+                    reason: format!("gray buffer does not hold {width}x{height} pixels"),
+                })
+            }
+            Pixels::Encoded(bytes) => image::load_from_memory(&bytes)
+                .map(|img| img.to_rgb8())
+                .map_err(|e| Error::Data {
+                    path: PathBuf::from(&self.name),
+                    reason: format!("cannot decode image: {e}"),
+                }),
+        }
+    }
+}
+
+/// Lower-case hex of bytes.
+pub(crate) fn hex_string(bytes: &[u8]) -> String {
+    sources::hex(bytes)
+}

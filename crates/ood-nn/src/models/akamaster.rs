@@ -1,0 +1,220 @@
+//! The CIFAR-10 ResNets of He et al. (2016) as released by akamaster/pytorch_resnet_cifar10
+//! (ResNet-20/32/44/56), re-implemented exactly.
+//!
+//! Paper: "Deep Residual Learning for Image Recognition", <https://arxiv.org/abs/1512.03385>,
+//! section 4.2. Reference code: github.com/akamaster/pytorch_resnet_cifar10 @ d5489e8, `resnet.py`.
+//!
+//! Architecture: stem conv3x3 3→16 (stride 1, pad 1, no bias), BN, ReLU; three stages of `n`
+//! BasicBlocks (`n` = 3/5/7/9 for depth 20/32/44/56) with 16/32/64 channels, the first block of
+//! stages 2 and 3 with stride 2. BasicBlock: conv3x3, BN, ReLU, conv3x3, BN, + shortcut, ReLU.
+//! Shortcut "option A" where the shape changes: `x[:, :, ::2, ::2]` zero-padded by `planes/4`
+//! channels on each side (no parameters). BN eps 1e-5, running statistics in eval mode. Global
+//! average pool → 64-d penultimate feature → `linear` 64→10.
+//!
+//! Input: RGB `x/255` normalised with mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225) — the
+//! ImageNet statistics, which is what akamaster's training script uses — at 32x32.
+//!
+//! Tensor names: `conv1.weight`, `bn1.{weight,bias,running_mean,running_var}`,
+//! `layer{1,2,3}.{i}.conv{1,2}.weight`, `layer{L}.{i}.bn{1,2}.*`, `linear.{weight,bias}`
+//! (the released `.th` files carry a `module.` prefix; the `.safetensors` conversions do not).
+//! Checked against PyTorch logits on 1,000 CIFAR-10 test images (tests/golden_resnet20.rs).
+
+use crate::error::{Error, Result};
+use crate::network::{Forward, InputSpec, Network, load_safetensors};
+use std::path::Path;
+use tch::nn;
+use tch::{Device, Tensor};
+
+/// ImageNet channel means used by the akamaster training script.
+pub const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+/// ImageNet channel standard deviations used by the akamaster training script.
+pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// Blocks per stage for a given depth (`6n + 2`): 20 → 3, 32 → 5, 44 → 7, 56 → 9.
+pub fn blocks_for_depth(depth: usize) -> Result<usize> {
+    match depth {
+        20 | 32 | 44 | 56 | 110 | 1202 => Ok((depth - 2) / 6),
+        _ => Err(Error::Config(format!(
+            "akamaster cifar resnet depth must be 20, 32, 44, 56, 110 or 1202, got {depth}"
+        ))),
+    }
+}
+
+fn conv3x3(p: nn::Path, cin: i64, cout: i64, stride: i64) -> nn::Conv2D {
+    let cfg = nn::ConvConfig {
+        stride,
+        padding: 1,
+        bias: false,
+        ..Default::default()
+    };
+    nn::conv2d(p, cin, cout, 3, cfg)
+}
+
+fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
+    let cfg = nn::BatchNormConfig {
+        eps: 1e-5,
+        momentum: 0.1,
+        ..Default::default()
+    };
+    nn::batch_norm2d(p, c, cfg)
+}
+
+#[derive(Debug)]
+struct BasicBlock {
+    conv1: nn::Conv2D,
+    bn1: nn::BatchNorm,
+    conv2: nn::Conv2D,
+    bn2: nn::BatchNorm,
+    /// Channels to zero-pad on each side for the option-A shortcut, when the shape changes.
+    shortcut_pad: Option<i64>,
+}
+
+impl BasicBlock {
+    fn new(p: &nn::Path, cin: i64, planes: i64, stride: i64) -> Self {
+        let shortcut_pad = (stride != 1 || cin != planes).then_some(planes / 4);
+        BasicBlock {
+            conv1: conv3x3(p / "conv1", cin, planes, stride),
+            bn1: bn(p / "bn1", planes),
+            conv2: conv3x3(p / "conv2", planes, planes, 1),
+            bn2: bn(p / "bn2", planes),
+            shortcut_pad,
+        }
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let out = x
+            .apply(&self.conv1)
+            .apply_t(&self.bn1, train)
+            .relu()
+            .apply(&self.conv2)
+            .apply_t(&self.bn2, train);
+        let short = match self.shortcut_pad {
+            Some(pad) => x
+                .slice(2, 0, None, 2)
+                .slice(3, 0, None, 2)
+                .constant_pad_nd([0, 0, 0, 0, pad, pad]),
+            None => x.shallow_clone(),
+        };
+        (out + short).relu()
+    }
+}
+
+/// An akamaster CIFAR ResNet (depth 20, 32, 44, 56, ...) with its weights.
+#[derive(Debug)]
+pub struct CifarResNet {
+    vs: nn::VarStore,
+    depth: usize,
+    conv1: nn::Conv2D,
+    bn1: nn::BatchNorm,
+    blocks: Vec<BasicBlock>,
+    linear: nn::Linear,
+}
+
+impl CifarResNet {
+    /// Builds the architecture with freshly initialised weights on `device`.
+    pub fn new(depth: usize, num_classes: i64, device: Device) -> Result<Self> {
+        let n = blocks_for_depth(depth)?;
+        let vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let conv1 = conv3x3(&root / "conv1", 3, 16, 1);
+        let bn1 = bn(&root / "bn1", 16);
+        let mut blocks = Vec::with_capacity(3 * n);
+        let mut cin = 16;
+        for (stage, planes) in [16i64, 32, 64].into_iter().enumerate() {
+            let lp = &root / format!("layer{}", stage + 1);
+            for i in 0..n {
+                let stride = if stage > 0 && i == 0 { 2 } else { 1 };
+                blocks.push(BasicBlock::new(&(&lp / i), cin, planes, stride));
+                cin = planes;
+            }
+        }
+        let linear = nn::linear(&root / "linear", 64, num_classes, Default::default());
+        Ok(CifarResNet {
+            vs,
+            depth,
+            conv1,
+            bn1,
+            blocks,
+            linear,
+        })
+    }
+
+    /// Builds the architecture and loads weights from a safetensors file (names as in the
+    /// module doc). The number of classes is read from `linear.weight`.
+    pub fn load(depth: usize, weights: &Path, device: Device) -> Result<Self> {
+        let file = ood_core::safetensors::SafeTensorsFile::open(weights)?;
+        let classes = match file.tensors.get("linear.weight") {
+            Some(t) if t.shape.len() == 2 => t.shape[0] as i64,
+            Some(t) => {
+                return Err(Error::Weights {
+                    path: weights.to_path_buf(),
+                    reason: format!(
+                        "tensor 'linear.weight' must be 2-d, found shape {:?}",
+                        t.shape
+                    ),
+                });
+            }
+            None => {
+                return Err(Error::Weights {
+                    path: weights.to_path_buf(),
+                    reason: "missing tensor 'linear.weight'".into(),
+                });
+            }
+        };
+        let mut net = CifarResNet::new(depth, classes, device)?;
+        load_safetensors(&mut net.vs, weights)?;
+        Ok(net)
+    }
+
+    /// The variable store holding the parameters and BN statistics.
+    pub fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+
+    /// Mutable access to the variable store (for training).
+    pub fn var_store_mut(&mut self) -> &mut nn::VarStore {
+        &mut self.vs
+    }
+
+    /// Network depth (20, 32, 44, 56, ...).
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+
+    /// Penultimate features `(n, 64)`: the global average of the last stage.
+    pub fn features_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let mut out = x.apply(&self.conv1).apply_t(&self.bn1, train).relu();
+        for b in &self.blocks {
+            out = b.forward_t(&out, train);
+        }
+        out.mean_dim([2i64, 3].as_slice(), false, tch::Kind::Float)
+    }
+}
+
+impl Network for CifarResNet {
+    fn name(&self) -> String {
+        format!("resnet{}", self.depth)
+    }
+
+    fn forward_t(&self, images: &Tensor, train: bool) -> Forward {
+        let features = self.features_t(images, train);
+        let logits = features.apply(&self.linear);
+        Forward { features, logits }
+    }
+
+    fn head(&self) -> Result<ood_core::Head> {
+        crate::network::head_from_linear(&self.linear)
+    }
+
+    fn input_spec(&self) -> InputSpec {
+        InputSpec {
+            size: 32,
+            mean: MEAN,
+            std: STD,
+        }
+    }
+
+    fn device(&self) -> Device {
+        self.vs.device()
+    }
+}

@@ -1,0 +1,207 @@
+//! CIFAR ResNet-18 / ResNet-34 as OpenOOD's `ResNet18_32x32` (`openood/networks/resnet18_32x32.py`);
+//! TagFog's `networks/resnet_big.py` has the same topology.
+//!
+//! Layout (spec training-methods.md 4.1): 3×3 stem conv, 64 channels, stride 1, no bias → BN → ReLU,
+//! **no max-pool**; four stages of BasicBlocks (3×3 conv → BN → ReLU → 3×3 conv → BN, + shortcut,
+//! ReLU) with 64/128/256/512 channels, first block of stages 2-4 with stride 2; shortcut identity or
+//! 1×1 conv (stride s, no bias) + BN when the shape changes; adaptive global average pool → 512-d
+//! feature → `Linear(512 → K)`. Block counts 2-2-2-2 (ResNet-18) or 3-4-6-3 (ResNet-34).
+//!
+//! Tensor names as OpenOOD: `conv1.weight`, `bn1.{weight,bias,running_mean,running_var}`,
+//! `layer{1..4}.{i}.conv{1,2}.weight`, `layer{1..4}.{i}.bn{1,2}.*`, `layer{1..4}.{i}.shortcut.0.weight`
+//! (conv), `layer{1..4}.{i}.shortcut.1.*` (BN), `fc.{weight,bias}`. A `module.` prefix is stripped.
+//!
+//! Init: OpenOOD keeps PyTorch's defaults ([`ConvInit::PyTorchDefault`]); TagFog / SupCon use
+//! Kaiming-normal fan-out convs and BN 1/0 ([`ConvInit::KaimingNormalFanOut`]). Linear: PyTorch default.
+//! Normalisation used with these nets (OpenOOD CIFAR-10): mean (0.4914, 0.4822, 0.4465),
+//! std (0.2470, 0.2435, 0.2616); CIFAR-100: (0.5071, 0.4867, 0.4408) / (0.2675, 0.2565, 0.2761).
+
+use std::path::Path;
+
+use tch::nn;
+use tch::{Device, Tensor};
+
+use super::common::{self, ConvInit};
+use crate::{Error, Result};
+
+/// Which CIFAR ResNet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CifarResNetDepth {
+    /// Block counts 2-2-2-2.
+    R18,
+    /// Block counts 3-4-6-3.
+    R34,
+}
+
+impl CifarResNetDepth {
+    /// BasicBlocks per stage.
+    pub fn blocks(self) -> [usize; 4] {
+        match self {
+            CifarResNetDepth::R18 => [2, 2, 2, 2],
+            CifarResNetDepth::R34 => [3, 4, 6, 3],
+        }
+    }
+}
+
+/// A BasicBlock with an optional 1×1 conv + BN projection shortcut.
+#[derive(Debug)]
+struct BasicBlock {
+    conv1: nn::Conv2D,
+    bn1: nn::BatchNorm,
+    conv2: nn::Conv2D,
+    bn2: nn::BatchNorm,
+    shortcut: Option<(nn::Conv2D, nn::BatchNorm)>,
+}
+
+impl BasicBlock {
+    fn new(p: nn::Path<'_>, cin: i64, cout: i64, stride: i64, init: ConvInit) -> Self {
+        let shortcut = (stride != 1 || cin != cout).then(|| {
+            let s = &p / "shortcut";
+            (
+                common::conv2d(&s / "0", cin, cout, 1, stride, 0, init),
+                common::batch_norm2d(&s / "1", cout),
+            )
+        });
+        BasicBlock {
+            conv1: common::conv2d(&p / "conv1", cin, cout, 3, stride, 1, init),
+            bn1: common::batch_norm2d(&p / "bn1", cout),
+            conv2: common::conv2d(&p / "conv2", cout, cout, 3, 1, 1, init),
+            bn2: common::batch_norm2d(&p / "bn2", cout),
+            shortcut,
+        }
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let out = x.apply(&self.conv1).apply_t(&self.bn1, train).relu();
+        let out = out.apply(&self.conv2).apply_t(&self.bn2, train);
+        let sc = match &self.shortcut {
+            Some((conv, bn)) => x.apply(conv).apply_t(bn, train),
+            None => x.shallow_clone(),
+        };
+        (out + sc).relu()
+    }
+}
+
+/// OpenOOD's CIFAR ResNet-18 / ResNet-34 (`ResNet18_32x32`).
+#[derive(Debug)]
+pub struct CifarResNet {
+    conv1: nn::Conv2D,
+    bn1: nn::BatchNorm,
+    layers: Vec<Vec<BasicBlock>>,
+    fc: nn::Linear,
+    depth: CifarResNetDepth,
+}
+
+impl CifarResNet {
+    /// Builds the network under `vs` with fresh weights.
+    pub fn new(
+        vs: &nn::Path<'_>,
+        num_classes: i64,
+        depth: CifarResNetDepth,
+        init: ConvInit,
+    ) -> Self {
+        let conv1 = common::conv2d(vs / "conv1", 3, 64, 3, 1, 1, init);
+        let bn1 = common::batch_norm2d(vs / "bn1", 64);
+        let mut cin = 64;
+        let mut layers = Vec::with_capacity(4);
+        for (stage, (&n, planes)) in depth
+            .blocks()
+            .iter()
+            .zip([64i64, 128, 256, 512])
+            .enumerate()
+        {
+            let lp = vs / format!("layer{}", stage + 1);
+            let mut blocks = Vec::with_capacity(n);
+            for i in 0..n {
+                let stride = if i == 0 && stage > 0 { 2 } else { 1 };
+                blocks.push(BasicBlock::new(&lp / i, cin, planes, stride, init));
+                cin = planes;
+            }
+            layers.push(blocks);
+        }
+        let fc = common::linear(vs / "fc", 512, num_classes, false);
+        CifarResNet {
+            conv1,
+            bn1,
+            layers,
+            fc,
+            depth,
+        }
+    }
+
+    /// ResNet-18 with OpenOOD's (PyTorch default) init.
+    pub fn resnet18(vs: &nn::Path<'_>, num_classes: i64) -> Self {
+        Self::new(
+            vs,
+            num_classes,
+            CifarResNetDepth::R18,
+            ConvInit::PyTorchDefault,
+        )
+    }
+
+    /// ResNet-34 with OpenOOD's (PyTorch default) init.
+    pub fn resnet34(vs: &nn::Path<'_>, num_classes: i64) -> Self {
+        Self::new(
+            vs,
+            num_classes,
+            CifarResNetDepth::R34,
+            ConvInit::PyTorchDefault,
+        )
+    }
+
+    /// Loads a network from a safetensors file with OpenOOD tensor names; depth (18 or 34) and the
+    /// number of classes are read from the file. The weights are frozen (inference).
+    pub fn load_safetensors(path: impl AsRef<Path>, device: Device) -> Result<Self> {
+        let path = path.as_ref();
+        let tensors = common::read_weights(path)?;
+        let counts: Vec<usize> = (1..=4)
+            .map(|s| common::count_blocks(&tensors, &format!("layer{s}.")))
+            .collect();
+        let depth = match counts.as_slice() {
+            [2, 2, 2, 2] => CifarResNetDepth::R18,
+            [3, 4, 6, 3] => CifarResNetDepth::R34,
+            other => {
+                return Err(Error::Weights {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "block counts per stage {other:?} match neither CIFAR ResNet-18 [2, 2, 2, 2] nor ResNet-34 [3, 4, 6, 3]"
+                    ),
+                });
+            }
+        };
+        let fc = common::shape_of(&tensors, "fc.weight", path)?;
+        let mut vs = nn::VarStore::new(device);
+        let model = Self::new(&vs.root(), fc[0], depth, ConvInit::PyTorchDefault);
+        common::load_strict(&mut vs, &tensors, path)?;
+        Ok(model)
+    }
+
+    /// `(features (n, 512), logits (n, K))` for normalised images `(n, 3, h, w)`; `train` selects
+    /// batch statistics (and updates the running ones) in the BN layers.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> (Tensor, Tensor) {
+        let mut out = x.apply(&self.conv1).apply_t(&self.bn1, train).relu();
+        for stage in &self.layers {
+            for block in stage {
+                out = block.forward_t(&out, train);
+            }
+        }
+        let features = out.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
+        let logits = features.apply_t(&self.fc, train);
+        (features, logits)
+    }
+
+    /// A copy of the final linear layer.
+    pub fn head(&self) -> Result<ood_core::Head> {
+        common::head_of(&self.fc)
+    }
+
+    /// Which depth this is.
+    pub fn depth(&self) -> CifarResNetDepth {
+        self.depth
+    }
+
+    /// Feature dimension (512).
+    pub fn feature_dim(&self) -> i64 {
+        512
+    }
+}

@@ -1,0 +1,487 @@
+//! The [`Network`] trait that every image model implements, weight loading from safetensors,
+//! and feature [`extract`]ion into [`ood_core::Features`] (with a content-addressed cache).
+
+use crate::data::{DataSpec, OnError, Preprocess, SampleIter};
+use crate::error::{Error, Result};
+use ood_core::Features;
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor, nn};
+
+/// What a forward pass returns.
+#[derive(Debug)]
+pub struct Forward {
+    /// Penultimate features `(n, d)`.
+    pub features: Tensor,
+    /// Logits `(n, c)`.
+    pub logits: Tensor,
+}
+
+/// What a network expects as input.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InputSpec {
+    /// Square input size in pixels (32 for CIFAR models, 224 for ImageNet models).
+    pub size: u32,
+    /// Channel means after `x/255`.
+    pub mean: [f32; 3],
+    /// Channel standard deviations after `x/255`.
+    pub std: [f32; 3],
+}
+
+/// An image classifier that exposes its penultimate features and its linear head.
+pub trait Network: Send {
+    /// Model name (e.g. `resnet20`).
+    fn name(&self) -> String;
+    /// Forward pass on normalised `(n, 3, h, w)` f32 images on [`Network::device`].
+    /// `train = false` uses BN running statistics.
+    fn forward_t(&self, images: &Tensor, train: bool) -> Forward;
+    /// A copy of the final linear layer: `logits = features · weightᵀ + bias`.
+    fn head(&self) -> Result<ood_core::Head>;
+    /// Expected input size and normalisation.
+    fn input_spec(&self) -> InputSpec;
+    /// The device the parameters live on.
+    fn device(&self) -> Device;
+}
+
+/// Model names [`load_network`] knows.
+pub const KNOWN_MODELS: &[&str] = &[
+    "resnet20",
+    "resnet32",
+    "resnet44",
+    "resnet56",
+    "cifar_resnet18",
+    "cifar_resnet34",
+    "wrn",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+];
+
+/// The inherent API shared by the architectures of [`crate::models`].
+trait Architecture: Send {
+    fn features_and_logits(&self, x: &Tensor, train: bool) -> (Tensor, Tensor);
+    fn linear_head(&self) -> Result<ood_core::Head>;
+}
+
+macro_rules! architecture {
+    ($($t:ty),*) => {$(
+        impl Architecture for $t {
+            fn features_and_logits(&self, x: &Tensor, train: bool) -> (Tensor, Tensor) {
+                self.forward_t(x, train)
+            }
+            fn linear_head(&self) -> Result<ood_core::Head> {
+                self.head()
+            }
+        }
+    )*};
+}
+architecture!(
+    crate::models::cifar_resnet::CifarResNet,
+    crate::models::wrn::WideResNet,
+    crate::models::resnet::ResNet
+);
+
+/// A loaded architecture with its name, input convention and device.
+struct Loaded<M> {
+    name: String,
+    model: M,
+    spec: InputSpec,
+    device: Device,
+}
+
+impl<M: Architecture> Network for Loaded<M> {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+    fn forward_t(&self, images: &Tensor, train: bool) -> Forward {
+        let (features, logits) = self.model.features_and_logits(images, train);
+        Forward { features, logits }
+    }
+    fn head(&self) -> Result<ood_core::Head> {
+        self.model.linear_head()
+    }
+    fn input_spec(&self) -> InputSpec {
+        self.spec
+    }
+    fn device(&self) -> Device {
+        self.device
+    }
+}
+
+/// OpenOOD's CIFAR-10 normalisation.
+const CIFAR10_SPEC: InputSpec = InputSpec {
+    size: 32,
+    mean: [0.4914, 0.4822, 0.4465],
+    std: [0.2470, 0.2435, 0.2616],
+};
+/// The Outlier Exposure WRN normalisation.
+const OE_WRN_SPEC: InputSpec = InputSpec {
+    size: 32,
+    mean: [125.3 / 255.0, 123.0 / 255.0, 113.9 / 255.0],
+    std: [63.0 / 255.0, 62.1 / 255.0, 66.7 / 255.0],
+};
+/// ImageNet normalisation at 224 px.
+const IMAGENET_SPEC: InputSpec = InputSpec {
+    size: 224,
+    mean: [0.485, 0.456, 0.406],
+    std: [0.229, 0.224, 0.225],
+};
+
+/// Loads a network by name with weights from a safetensors file.
+///
+/// Names: `resnet20`, `resnet32`, `resnet44`, `resnet56` (akamaster CIFAR ResNets);
+/// `cifar_resnet18`, `cifar_resnet34` (OpenOOD `ResNet18_32x32` layout, CIFAR-10 normalisation);
+/// `wrn` (any WRN-d-k with the OE/OpenOOD tensor names, OE normalisation); `resnet18`, `resnet34`,
+/// `resnet50`, `resnet101` (torchvision layout, 224 px, ImageNet normalisation). Depth, width and
+/// class count are read from the file; the name must agree with the file's architecture family.
+pub fn load_network(name: &str, weights: &Path, device: Device) -> Result<Box<dyn Network>> {
+    use crate::models::akamaster::CifarResNet;
+    use crate::models::{cifar_resnet, resnet, wrn};
+    let loaded = |model_name: &str, spec: InputSpec| (model_name.to_string(), spec);
+    Ok(match name {
+        "resnet20" | "resnet32" | "resnet44" | "resnet56" => {
+            let depth = name[6..].parse().expect("matched names end in a number");
+            Box::new(CifarResNet::load(depth, weights, device)?)
+        }
+        "cifar_resnet18" | "cifar_resnet34" => {
+            let model = cifar_resnet::CifarResNet::load_safetensors(weights, device)?;
+            let (name, spec) = loaded(name, CIFAR10_SPEC);
+            Box::new(Loaded {
+                name,
+                model,
+                spec,
+                device,
+            })
+        }
+        "wrn" => {
+            let model = wrn::WideResNet::load_safetensors(weights, device)?;
+            let (name, spec) = loaded(name, OE_WRN_SPEC);
+            Box::new(Loaded {
+                name,
+                model,
+                spec,
+                device,
+            })
+        }
+        "resnet18" | "resnet34" | "resnet50" | "resnet101" => {
+            let model = resnet::ResNet::load_safetensors(weights, device)?;
+            let (name, spec) = loaded(name, IMAGENET_SPEC);
+            Box::new(Loaded {
+                name,
+                model,
+                spec,
+                device,
+            })
+        }
+        other => {
+            return Err(Error::Config(format!(
+                "unknown model '{other}' (known: {})",
+                KNOWN_MODELS.join(", ")
+            )));
+        }
+    })
+}
+
+/// Copies every variable of `vs` from a safetensors file with the same tensor names.
+/// A missing tensor, a shape mismatch or a non-f32 tensor is [`Error::Weights`] naming the file
+/// and the tensor; extra tensors in the file (e.g. `num_batches_tracked`) are ignored.
+pub fn load_safetensors(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
+    let werr = |reason: String| Error::Weights {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file =
+        ood_core::safetensors::SafeTensorsFile::open(path).map_err(|e| werr(e.to_string()))?;
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    let missing: Vec<&str> = vars
+        .iter()
+        .filter(|(n, _)| !file.tensors.contains_key(n))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(werr(format!(
+            "missing tensor{} {}",
+            if missing.len() > 1 { "s" } else { "" },
+            missing
+                .iter()
+                .map(|n| format!("'{n}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    tch::no_grad(|| -> Result<()> {
+        for (name, mut var) in vars {
+            let info = file.info(&name).map_err(|e| werr(e.to_string()))?;
+            let want: Vec<usize> = var.size().iter().map(|&d| d as usize).collect();
+            if info.shape != want {
+                return Err(werr(format!(
+                    "tensor '{name}' has shape {:?}, the model needs {want:?}",
+                    info.shape
+                )));
+            }
+            if info.dtype != ood_core::safetensors::Dtype::F32 {
+                return Err(werr(format!(
+                    "tensor '{name}' is {}, expected f32",
+                    info.dtype.name()
+                )));
+            }
+            let values = file.read_f32(&name).map_err(|e| werr(e.to_string()))?;
+            let src = Tensor::from_slice(&values).reshape(var.size());
+            var.copy_(&src);
+        }
+        Ok(())
+    })
+}
+
+/// Copies a linear layer into an [`ood_core::Head`].
+pub fn head_from_linear(linear: &nn::Linear) -> Result<ood_core::Head> {
+    let w = linear
+        .ws
+        .to_device(Device::Cpu)
+        .to_kind(Kind::Float)
+        .contiguous();
+    let size = w.size();
+    let (c, d) = (size[0] as usize, size[1] as usize);
+    let wv = Vec::<f32>::try_from(w.flatten(0, -1))?;
+    let bv: Vec<f32> = match &linear.bs {
+        Some(b) => Vec::<f32>::try_from(b.to_device(Device::Cpu).to_kind(Kind::Float))?,
+        None => vec![0.0; c],
+    };
+    let weight = ndarray::Array2::from_shape_vec((c, d), wv)
+        .map_err(|e| Error::Config(format!("head weight shape: {e}")))?;
+    Ok(ood_core::Head::new(weight, ndarray::Array1::from_vec(bv))?)
+}
+
+/// SHA-256 (hex) of a file, e.g. a weights file.
+pub fn file_sha256(path: &Path) -> Result<String> {
+    Ok(ood_core::hashing::sha256_file(path)?)
+}
+
+/// Options of [`extract`].
+#[derive(Debug, Clone)]
+pub struct ExtractOptions {
+    /// Images per forward pass.
+    pub batch_size: usize,
+    /// Preprocessing applied to every image.
+    pub preprocess: Preprocess,
+    /// What to do with unreadable images.
+    pub on_error: OnError,
+}
+
+/// The result of [`extract`].
+#[derive(Debug)]
+pub struct Extraction {
+    /// Features, logits and labels, in dataset order, with metadata `model`, `layer`,
+    /// `preprocessing`, `num_skipped`.
+    pub features: Features,
+    /// Images skipped under [`OnError::Skip`]: the error message of each.
+    pub skipped: Vec<String>,
+}
+
+/// One preprocessed image: label, (height, width), CHW values.
+type Prepared = (i64, (u32, u32), Vec<f32>);
+
+/// Runs `net` (eval mode, no gradients) over `samples` in order and collects penultimate
+/// features, logits and labels. `progress` is called with the number of samples done after each
+/// batch. Images are decoded and preprocessed in parallel within a batch; the output order is
+/// the sample order.
+pub fn extract(
+    net: &dyn Network,
+    samples: SampleIter,
+    opts: &ExtractOptions,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Extraction> {
+    if opts.batch_size == 0 {
+        return Err(Error::Config("batch size must be at least 1".into()));
+    }
+    let device = net.device();
+    let mut feats: Vec<f32> = Vec::new();
+    let mut logits: Vec<f32> = Vec::new();
+    let mut labels: Vec<i64> = Vec::new();
+    let mut skipped = Vec::new();
+    let (mut d, mut c) = (0usize, 0usize);
+    let mut done = 0usize;
+    let mut samples = samples.peekable();
+    let mut batch = Vec::with_capacity(opts.batch_size);
+    while samples.peek().is_some() {
+        batch.clear();
+        while batch.len() < opts.batch_size {
+            match samples.next() {
+                Some(s) => batch.push(s),
+                None => break,
+            }
+        }
+        let n_in = batch.len();
+        let decoded: Vec<Result<Prepared>> = std::mem::take(&mut batch)
+            .into_par_iter()
+            .map(|s| {
+                let s = s?;
+                let label = s.label;
+                let img = s.decode()?;
+                let img = opts.preprocess.geometry(img);
+                let (w, h) = img.dimensions();
+                let mut v = Vec::with_capacity((3 * w * h) as usize);
+                crate::data::preprocess::to_chw_normalized(
+                    &img,
+                    opts.preprocess.mean,
+                    opts.preprocess.std,
+                    &mut v,
+                );
+                Ok((label, (h, w), v))
+            })
+            .collect();
+        let mut pix: Vec<f32> = Vec::new();
+        let mut shape: Option<(u32, u32)> = None;
+        let mut n = 0i64;
+        for r in decoded {
+            match r {
+                Ok((label, hw, v)) => {
+                    match shape {
+                        None => shape = Some(hw),
+                        Some(s) if s != hw => {
+                            return Err(Error::Config(format!(
+                                "images of different sizes in one batch ({}x{} and {}x{}): set a \
+                                 resize and centre crop",
+                                s.1, s.0, hw.1, hw.0
+                            )));
+                        }
+                        _ => {}
+                    }
+                    labels.push(label);
+                    pix.extend_from_slice(&v);
+                    n += 1;
+                }
+                Err(e) => match opts.on_error {
+                    OnError::Fail => return Err(e),
+                    OnError::Skip => skipped.push(e.to_string()),
+                },
+            }
+        }
+        done += n_in;
+        if let Some((h, w)) = shape {
+            let x = Tensor::from_slice(&pix)
+                .reshape([n, 3, i64::from(h), i64::from(w)])
+                .to_device(device);
+            let out = tch::no_grad(|| net.forward_t(&x, false));
+            let f = out
+                .features
+                .to_device(Device::Cpu)
+                .to_kind(Kind::Float)
+                .contiguous();
+            let l = out
+                .logits
+                .to_device(Device::Cpu)
+                .to_kind(Kind::Float)
+                .contiguous();
+            d = f.size()[1] as usize;
+            c = l.size()[1] as usize;
+            feats.extend(Vec::<f32>::try_from(f.flatten(0, -1))?);
+            logits.extend(Vec::<f32>::try_from(l.flatten(0, -1))?);
+        }
+        progress(done);
+    }
+    let n = labels.len();
+    if n == 0 {
+        return Err(Error::Config(format!(
+            "no images were extracted ({} skipped)",
+            skipped.len()
+        )));
+    }
+    let emb = ndarray::Array2::from_shape_vec((n, d), feats)
+        .map_err(|e| Error::Config(format!("feature shape: {e}")))?;
+    let lg = ndarray::Array2::from_shape_vec((n, c), logits)
+        .map_err(|e| Error::Config(format!("logit shape: {e}")))?;
+    let mut features = Features::new(emb, lg, Some(labels))?;
+    let md = &mut features.metadata;
+    md.insert("model".into(), net.name());
+    md.insert("layer".into(), "penultimate".into());
+    md.insert("preprocessing".into(), opts.preprocess.describe());
+    md.insert("num_skipped".into(), skipped.len().to_string());
+    Ok(Extraction { features, skipped })
+}
+
+/// The content-addressed cache key of an extraction: SHA-256 over the model name, weights hash,
+/// data fingerprint, preprocessing description and layer.
+pub fn cache_key(
+    model: &str,
+    weights_sha256: &str,
+    data_fingerprint: &str,
+    preprocessing: &str,
+    layer: &str,
+) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        model,
+        weights_sha256,
+        data_fingerprint,
+        preprocessing,
+        layer,
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    crate::data::hex_string(&h.finalize())
+}
+
+/// Result of [`extract_cached`].
+#[derive(Debug, Clone)]
+pub struct CachedExtraction {
+    /// The feature file (`<cache_dir>/<key>.safetensors`).
+    pub path: PathBuf,
+    /// The cache key.
+    pub key: String,
+    /// True when an existing file was reused and nothing was computed.
+    pub reused: bool,
+    /// Images skipped (only when computed).
+    pub skipped: Vec<String>,
+}
+
+/// Extracts features of `data` into `<cache_dir>/<key>.safetensors`, or reuses that file when it
+/// exists (same model, weights, data, preprocessing and layer give the same key). The file is
+/// written atomically and carries metadata `model`, `weights_sha256`, `dataset`, `data_spec`,
+/// `data_sha256`, `layer`, `preprocessing`, `cache_key`.
+pub fn extract_cached(
+    cache_dir: &Path,
+    net: &dyn Network,
+    weights_sha256: &str,
+    data: &DataSpec,
+    opts: &ExtractOptions,
+    progress: &mut dyn FnMut(usize),
+) -> Result<CachedExtraction> {
+    let fp = data.fingerprint()?;
+    let key = cache_key(
+        &net.name(),
+        weights_sha256,
+        &fp,
+        &opts.preprocess.describe(),
+        "penultimate",
+    );
+    let path = cache_dir.join(format!("{key}.safetensors"));
+    if path.is_file() && ood_core::FeatureFile::open(&path).is_ok() {
+        return Ok(CachedExtraction {
+            path,
+            key,
+            reused: true,
+            skipped: Vec::new(),
+        });
+    }
+    std::fs::create_dir_all(cache_dir).map_err(|e| Error::io(cache_dir, e))?;
+    let mut ex = extract(net, data.samples()?, opts, progress)?;
+    let md: &mut BTreeMap<String, String> = &mut ex.features.metadata;
+    md.insert("weights_sha256".into(), weights_sha256.to_string());
+    md.insert("dataset".into(), data.dataset_name());
+    md.insert("data_spec".into(), data.to_spec_string());
+    md.insert("data_sha256".into(), fp);
+    md.insert("cache_key".into(), key.clone());
+    ex.features.save(&path)?;
+    Ok(CachedExtraction {
+        path,
+        key,
+        reused: false,
+        skipped: ex.skipped,
+    })
+}
