@@ -7,6 +7,7 @@
 
 pub mod data;
 pub mod error;
+pub mod jigsaw;
 pub mod losses;
 pub mod models;
 pub mod network;
