@@ -244,7 +244,8 @@ pub struct ExampleArgs {
 #[derive(Debug, Args)]
 #[command(after_long_help = EXTRACT_HELP)]
 pub struct ExtractArgs {
-    /// Model name: resnet20..56 (akamaster), cifar_resnet18/34, wrn, resnet18/34/50/101 (torchvision).
+    /// Model name: resnet20..56 (akamaster), cifar_resnet18/34, wrn, resnet18/34/50/101 (torchvision),
+    /// clip (Hugging Face CLIPModel safetensors; features = image embeddings; needs --text-head).
     #[arg(long)]
     pub model: String,
     /// Weights file (safetensors, tensor names of the PyTorch original).
@@ -280,6 +281,10 @@ pub struct ExtractArgs {
     /// Torch CPU threads (default: libtorch's choice).
     #[arg(long)]
     pub threads: Option<i32>,
+    /// `--model clip` only: the ID-label text embeddings (`weight` (C, d)), e.g. the output of
+    /// `ood neglabel mine --encoder clip`; the logits are CLIP's zero-shot logits against them.
+    #[arg(long, value_name = "HEAD.safetensors")]
+    pub text_head: Option<PathBuf>,
 }
 
 /// The data-spec part of `ood extract --help`.
@@ -315,7 +320,8 @@ pub struct BenchArgs {
     /// Fashion-MNIST, DTD subset).
     #[arg(value_parser = ["cifar10"])]
     pub benchmark: String,
-    /// Model name: resnet20..56 (akamaster), cifar_resnet18/34, wrn, resnet18/34/50/101 (torchvision).
+    /// Model name: resnet20..56 (akamaster), cifar_resnet18/34, wrn, resnet18/34/50/101 (torchvision),
+    /// clip (Hugging Face CLIPModel safetensors; features = image embeddings; needs --text-head).
     #[arg(long, default_value = "resnet20")]
     pub model: String,
     /// Weights file (safetensors).

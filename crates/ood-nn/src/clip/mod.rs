@@ -771,3 +771,107 @@ impl ClipTextEncoder<'_> {
             .map_err(|e| Error::Config(format!("embedding buffer has the wrong size: {e}")))
     }
 }
+
+/// Runs CLIP's image tower over `samples` (CLIP preprocessing at the model's image size, batches
+/// of `batch_size`, images decoded in parallel) and returns [`crate::network::Extraction`]:
+/// features = image embeddings (projected, not normalised; NegLabel and MCM normalise), logits =
+/// the zero-shot logits `exp(logit_scale) · cos(image, text_head.weight rows)` against the ID
+/// label text embeddings, labels = the data's labels. Metadata: `model` = `clip`, `layer` =
+/// `image_embeds`, `preprocessing`.
+pub fn extract_images(
+    model: &ClipModel,
+    samples: crate::data::SampleIter,
+    text_head: &ood_core::Head,
+    batch_size: usize,
+    on_error: crate::data::OnError,
+    progress: &mut dyn FnMut(usize),
+) -> Result<crate::network::Extraction> {
+    use rayon::prelude::*;
+    if batch_size == 0 {
+        return Err(Error::Config("batch size must be at least 1".into()));
+    }
+    let p = model.config.projection_dim as usize;
+    if text_head.dim() != p {
+        return Err(Error::Config(format!(
+            "text head has {}-d rows but the CLIP projection is {p}-d",
+            text_head.dim()
+        )));
+    }
+    let size = model.config.image_size as u32;
+    let text = Tensor::from_slice(
+        text_head
+            .weight
+            .as_standard_layout()
+            .as_slice()
+            .expect("standard layout"),
+    )
+    .f_view([text_head.num_classes() as i64, p as i64])?
+    .f_to_device(model.device)?;
+    let (mut feats, mut logits, mut labels, mut skipped) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut done = 0usize;
+    let mut samples = samples.peekable();
+    while samples.peek().is_some() {
+        let batch: Vec<_> = samples.by_ref().take(batch_size).collect();
+        let n_in = batch.len();
+        let prepared: Vec<Result<(i64, Vec<f32>)>> = batch
+            .into_par_iter()
+            .map(|s| {
+                let s = s?;
+                let label = s.label;
+                let mut v = Vec::with_capacity((3 * size * size) as usize);
+                preprocess_into(s.decode()?, size, &mut v);
+                Ok((label, v))
+            })
+            .collect();
+        let mut pix = Vec::new();
+        let mut n = 0i64;
+        for r in prepared {
+            match r {
+                Ok((l, v)) => {
+                    labels.push(l);
+                    pix.extend_from_slice(&v);
+                    n += 1;
+                }
+                Err(e) => match on_error {
+                    crate::data::OnError::Fail => return Err(e),
+                    crate::data::OnError::Skip => skipped.push(e.to_string()),
+                },
+            }
+        }
+        done += n_in;
+        if n > 0 {
+            let x = Tensor::from_slice(&pix).f_view([n, 3, size as i64, size as i64])?;
+            let (f, l) = tch::no_grad(|| -> Result<(Tensor, Tensor)> {
+                let f = model.encode_image(&x)?;
+                let l = model.logits(&f, &text)?;
+                Ok((f, l))
+            })?;
+            let cpu = |t: Tensor| -> Result<Vec<f32>> {
+                let t = t.f_to_device(Device::Cpu)?.f_contiguous()?.f_view(-1)?;
+                Ok(Vec::<f32>::try_from(&t)?)
+            };
+            feats.extend(cpu(f)?);
+            logits.extend(cpu(l)?);
+        }
+        progress(done);
+    }
+    let n = labels.len();
+    if n == 0 {
+        return Err(Error::Config(format!(
+            "no images were extracted ({} skipped)",
+            skipped.len()
+        )));
+    }
+    let emb = ndarray::Array2::from_shape_vec((n, p), feats)
+        .map_err(|e| Error::Config(format!("feature shape: {e}")))?;
+    let lg = ndarray::Array2::from_shape_vec((n, text_head.num_classes()), logits)
+        .map_err(|e| Error::Config(format!("logit shape: {e}")))?;
+    let mut features = ood_core::Features::new(emb, lg, Some(labels))?;
+    let md = &mut features.metadata;
+    md.insert("model".into(), "clip".into());
+    md.insert("layer".into(), "image_embeds".into());
+    md.insert("preprocessing".into(), preprocess_description(size));
+    md.insert("num_skipped".into(), skipped.len().to_string());
+    Ok(crate::network::Extraction { features, skipped })
+}
