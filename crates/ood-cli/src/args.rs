@@ -62,7 +62,7 @@ pub enum Command {
 #[derive(Debug, clap::Subcommand)]
 pub enum NeglabelCommand {
     /// Mine negative labels from WordNet 3.0 (NegLabel, ICLR 2024): embed the ID labels ("the
-    /// nice <label>") and every noun/adjective candidate, keep per part of speech the 15% whose
+    /// nice LABEL") and every noun/adjective candidate, keep per part of speech the 15% whose
     /// 0.95-quantile cosine to the ID labels is lowest. Writes OUT (safetensors: `negatives`
     /// (M, d) for `--negatives`, `weight` (C, d) + `bias` = 0 so the same file is the `--head` of
     /// `ood eval`), OUT with extension .tsv (the chosen words) and OUT.config.json.

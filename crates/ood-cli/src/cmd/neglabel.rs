@@ -21,17 +21,17 @@ pub fn run(c: NeglabelCommand) -> Result<()> {
 
 /// A loaded text encoder.
 enum Encoder {
-    MiniLm(ood_nn::text::SentenceEncoder),
-    Clip(Box<ood_nn::clip::ClipModel>, ood_nn::text::ClipTokenizer),
+    MiniLm(Box<ood_nn::text::SentenceEncoder>),
+    Clip(Box<(ood_nn::clip::ClipModel, ood_nn::text::ClipTokenizer)>),
 }
 
 impl Encoder {
     fn encode(&self, texts: &[&str], batch: usize) -> Result<Array2<f32>> {
         Ok(match self {
             Encoder::MiniLm(e) => e.encode(texts, batch)?,
-            Encoder::Clip(m, t) => ood_nn::clip::ClipTextEncoder {
-                model: m,
-                tokenizer: t,
+            Encoder::Clip(mt) => ood_nn::clip::ClipTextEncoder {
+                model: &mt.0,
+                tokenizer: &mt.1,
             }
             .encode(texts, batch)?,
         })
@@ -107,7 +107,7 @@ fn mine(a: &NeglabelMineArgs) -> Result<()> {
             };
             let e = ood_nn::text::SentenceEncoder::load(&dir, device)
                 .with_context(|| format!("loading MiniLM {}", dir.display()))?;
-            (Encoder::MiniLm(e), dir, None)
+            (Encoder::MiniLm(Box::new(e)), dir, None)
         }
         _ => {
             let Some(w) = &a.weights else {
@@ -123,7 +123,7 @@ fn mine(a: &NeglabelMineArgs) -> Result<()> {
                 .with_context(|| format!("loading CLIP {}", w.display()))?;
             let t = ood_nn::text::ClipTokenizer::from_file(&bpe)
                 .with_context(|| format!("loading CLIP BPE {}", bpe.display()))?;
-            (Encoder::Clip(Box::new(m), t), w.clone(), Some(bpe))
+            (Encoder::Clip(Box::new((m, t))), w.clone(), Some(bpe))
         }
     };
 

@@ -36,7 +36,7 @@ use tch::{Device, Kind, Tensor};
 /// CLIP's image normalisation mean (after `x/255`).
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// CLIP's image normalisation standard deviation.
-pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_1];
+pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 
 /// CLIP's test-time preprocessing at `size` pixels, appended to `out` as CHW f32:
 /// `Resize(size, bicubic)` of the shorter side (Pillow, bit-exact; torchvision's output size),
