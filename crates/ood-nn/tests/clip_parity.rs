@@ -126,6 +126,22 @@ fn check_model(dir: &Path, tol: f64) {
         let txt0 = model.encode_text(&ours).unwrap();
         assert!(max_abs_diff(&txt0, &r["text_features"]) < tol);
     });
+    // Legacy configs (`eos_token_id` = 2) pool at argmax(ids): the same position for CLIP ids.
+    let mut legacy = config.clone();
+    legacy.eos_token_id = 2;
+    let model = ClipModel::load(&model_file, Some(legacy), Device::Cpu).unwrap();
+    let txt = tch::no_grad(|| model.encode_text(&r["input_ids"]).unwrap());
+    assert!(max_abs_diff(&txt, &r["text_features"]) < tol);
+    // A wrong configuration is an error naming the file and the tensor.
+    let mut wrong = config.clone();
+    wrong.text.num_hidden_layers += 1;
+    let e = ClipModel::load(&model_file, Some(wrong), Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("model.safetensors") && e.contains("text_model.encoder.layers.2"),
+        "{e}"
+    );
 }
 
 #[test]

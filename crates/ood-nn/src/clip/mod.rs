@@ -154,6 +154,9 @@ struct HfClip {
     projection_dim: i64,
     text_config: Option<serde_json::Value>,
     vision_config: Option<serde_json::Value>,
+    /// Older `transformers` configs (e.g. early `openai/clip-vit-*` uploads).
+    text_config_dict: Option<serde_json::Value>,
+    vision_config_dict: Option<serde_json::Value>,
 }
 fn d_vocab() -> i64 {
     49408
@@ -229,9 +232,15 @@ impl ClipConfig {
         };
         let c: HfClip = serde_json::from_str(&text).map_err(bad)?;
         let empty = || serde_json::Value::Object(Default::default());
-        let t: HfText = serde_json::from_value(c.text_config.unwrap_or_else(empty)).map_err(bad)?;
+        let pick = |a: Option<serde_json::Value>, b: Option<serde_json::Value>| {
+            a.filter(|v| !v.is_null())
+                .or(b.filter(|v| !v.is_null()))
+                .unwrap_or_else(empty)
+        };
+        let t: HfText =
+            serde_json::from_value(pick(c.text_config, c.text_config_dict)).map_err(bad)?;
         let v: HfVision =
-            serde_json::from_value(c.vision_config.unwrap_or_else(empty)).map_err(bad)?;
+            serde_json::from_value(pick(c.vision_config, c.vision_config_dict)).map_err(bad)?;
         let config = ClipConfig {
             vision: TowerConfig {
                 hidden_size: v.hidden_size,
@@ -874,4 +883,32 @@ pub fn extract_images(
     md.insert("preprocessing".into(), preprocess_description(size));
     md.insert("num_skipped".into(), skipped.len().to_string());
     Ok(crate::network::Extraction { features, skipped })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hf_config_defaults_and_legacy_dict_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.json");
+        // transformers' defaults are CLIP ViT-B/32.
+        std::fs::write(&p, "{}").unwrap();
+        assert_eq!(ClipConfig::from_hf_json(&p).unwrap(), ClipConfig::vit_b(32));
+        std::fs::write(
+            &p,
+            r#"{"projection_dim": 512, "text_config": null,
+                "text_config_dict": {"eos_token_id": 2},
+                "vision_config_dict": {"patch_size": 16}}"#,
+        )
+        .unwrap();
+        let c = ClipConfig::from_hf_json(&p).unwrap();
+        assert_eq!(c.patch_size, 16);
+        assert_eq!(c.eos_token_id, 2);
+        assert_eq!(c.vision_tokens(), 197);
+        std::fs::write(&p, r#"{"vision_config": {"patch_size": 15}}"#).unwrap();
+        let e = ClipConfig::from_hf_json(&p).unwrap_err().to_string();
+        assert!(e.contains("config.json") && e.contains("patch_size"), "{e}");
+    }
 }
