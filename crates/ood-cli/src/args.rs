@@ -50,6 +50,69 @@ pub enum Command {
     /// Embed lines of text with a sentence encoder (e.g. all-MiniLM-L6-v2): row i of the output is
     /// line i of the input (empty lines included), unit-norm, as tensor `embeddings` (n, d) f32.
     EmbedText(EmbedTextArgs),
+    /// NegLabel negative labels: `ood neglabel mine` picks WordNet words far from the ID labels.
+    Neglabel {
+        /// What to do.
+        #[command(subcommand)]
+        command: NeglabelCommand,
+    },
+}
+
+/// Subcommands of `ood neglabel`.
+#[derive(Debug, clap::Subcommand)]
+pub enum NeglabelCommand {
+    /// Mine negative labels from WordNet 3.0 (NegLabel, ICLR 2024): embed the ID labels ("the
+    /// nice LABEL") and every noun/adjective candidate, keep per part of speech the 15% whose
+    /// 0.95-quantile cosine to the ID labels is lowest. Writes OUT (safetensors: `negatives`
+    /// (M, d) for `--negatives`, `weight` (C, d) + `bias` = 0 so the same file is the `--head` of
+    /// `ood eval`), OUT with extension .tsv (the chosen words) and OUT.config.json.
+    Mine(NeglabelMineArgs),
+}
+
+/// Arguments of `ood neglabel mine`.
+#[derive(Debug, clap::Args)]
+pub struct NeglabelMineArgs {
+    /// ID class names, one per line (UTF-8, no empty lines).
+    #[arg(long, value_name = "ID_LABELS.txt")]
+    pub labels: PathBuf,
+    /// Text encoder: minilm (sentence-transformers folder) or clip (HF CLIPModel safetensors).
+    #[arg(long, value_parser = ["minilm", "clip"])]
+    pub encoder: String,
+    /// minilm: the model folder (default $OOD_MINILM_DIR); clip: the `model.safetensors` of a
+    /// Hugging Face CLIPModel (required; `config.json` beside it is used when present).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// CLIP BPE vocabulary `bpe_simple_vocab_16e6.txt.gz` (default $OOD_CLIP_BPE).
+    #[arg(long)]
+    pub bpe: Option<PathBuf>,
+    /// WordNet 3.0 database folder with data.noun and data.adj.
+    #[arg(long, default_value = "/usr/share/wordnet")]
+    pub wordnet: PathBuf,
+    /// Fraction of each part of speech kept.
+    #[arg(long, default_value_t = 0.15)]
+    pub fraction: f64,
+    /// Quantile of a candidate's cosines to the ID labels that ranks it.
+    #[arg(long, default_value_t = 0.95)]
+    pub percentile: f64,
+    /// Use only the first N candidates of each part of speech (quick runs and tests).
+    #[arg(long, value_name = "N")]
+    pub max_per_pos: Option<usize>,
+    /// Also store every candidate's embedding (`candidates`), quantile (`candidate_q`) and the
+    /// selected indices (`selected`), and write OUT with extension .candidates.tsv.
+    #[arg(long)]
+    pub save_candidates: bool,
+    /// Output safetensors file.
+    #[arg(long, value_name = "NEG.safetensors")]
+    pub out: PathBuf,
+    /// Prompts per forward pass.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Torch intra-op threads (default: torch's choice).
+    #[arg(long)]
+    pub threads: Option<i32>,
+    /// `cpu` or `cuda` / `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// Arguments of `ood embed-text`.
@@ -181,7 +244,8 @@ pub struct ExampleArgs {
 #[derive(Debug, Args)]
 #[command(after_long_help = EXTRACT_HELP)]
 pub struct ExtractArgs {
-    /// Model name: resnet20..56 (akamaster), cifar_resnet18/34, wrn, resnet18/34/50/101 (torchvision).
+    /// Model name: resnet20..56 (akamaster), cifar_resnet18/34, wrn, resnet18/34/50/101 (torchvision),
+    /// clip (Hugging Face CLIPModel safetensors; features = image embeddings; needs --text-head).
     #[arg(long)]
     pub model: String,
     /// Weights file (safetensors, tensor names of the PyTorch original).
@@ -217,6 +281,10 @@ pub struct ExtractArgs {
     /// Torch CPU threads (default: libtorch's choice).
     #[arg(long)]
     pub threads: Option<i32>,
+    /// `--model clip` only: the ID-label text embeddings (`weight` (C, d)), e.g. the output of
+    /// `ood neglabel mine --encoder clip`; the logits are CLIP's zero-shot logits against them.
+    #[arg(long, value_name = "HEAD.safetensors")]
+    pub text_head: Option<PathBuf>,
 }
 
 /// The data-spec part of `ood extract --help`.
@@ -252,7 +320,8 @@ pub struct BenchArgs {
     /// Fashion-MNIST, DTD subset).
     #[arg(value_parser = ["cifar10"])]
     pub benchmark: String,
-    /// Model name: resnet20..56 (akamaster), cifar_resnet18/34, wrn, resnet18/34/50/101 (torchvision).
+    /// Model name: resnet20..56 (akamaster), cifar_resnet18/34, wrn, resnet18/34/50/101 (torchvision),
+    /// clip (Hugging Face CLIPModel safetensors; features = image embeddings; needs --text-head).
     #[arg(long, default_value = "resnet20")]
     pub model: String,
     /// Weights file (safetensors).

@@ -29,6 +29,7 @@ pub mod features;
 pub mod hashing;
 pub mod linalg;
 pub mod metrics;
+pub mod neg_mining;
 pub mod report;
 pub mod safetensors;
 pub mod scores;

@@ -51,6 +51,9 @@ pub fn run(a: ExtractArgs) -> Result<()> {
     }
     let device = parse_device(&a.device)?;
     let data = DataSpec::parse(&a.data)?;
+    if a.model == "clip" {
+        return run_clip(&a, device, &data);
+    }
     let net = load_network(&a.model, &a.weights, device)?;
     let spec = net.input_spec();
     let is_idx = matches!(data, DataSpec::Idx { .. });
@@ -165,4 +168,91 @@ pub fn run(a: ExtractArgs) -> Result<()> {
 
 fn data_labels_known(d: &DataSpec) -> bool {
     !matches!(d, DataSpec::TinTest(_) | DataSpec::Idx { labels: None, .. })
+}
+
+/// `ood extract --model clip`: CLIP image embeddings as features, zero-shot logits against
+/// `--text-head`, CLIP's own preprocessing (Pillow bicubic; `--resize/--crop/--pad` are refused).
+fn run_clip(a: &ExtractArgs, device: tch::Device, data: &DataSpec) -> Result<()> {
+    if a.resize.is_some() || a.crop.is_some() || a.pad.is_some() {
+        bail!("--model clip uses CLIP's own preprocessing; drop --resize/--crop/--pad");
+    }
+    let Some(head_path) = &a.text_head else {
+        bail!(
+            "--model clip needs --text-head HEAD.safetensors (ID label text embeddings, e.g. from \
+             `ood neglabel mine --encoder clip`)"
+        );
+    };
+    let head = ood_core::Head::load(head_path)
+        .with_context(|| format!("loading text head {}", head_path.display()))?;
+    let model = ood_nn::clip::ClipModel::load(&a.weights, None, device)
+        .with_context(|| format!("loading CLIP {}", a.weights.display()))?;
+    let on_error = match a.on_error.as_str() {
+        "skip" => OnError::Skip,
+        _ => OnError::Fail,
+    };
+    let weights_sha = file_sha256(&a.weights)?;
+    let data_sha = data.fingerprint()?;
+    let started = std::time::Instant::now();
+    let bar = ProgressBar::new_spinner();
+    let mut ex = ood_nn::clip::extract_images(
+        &model,
+        data.samples()?,
+        &head,
+        a.batch_size,
+        on_error,
+        &mut |done| bar.set_position(done as u64),
+    )?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    let size = model.config().image_size as u32;
+    let pre = ood_nn::clip::preprocess_description(size);
+    let head_sha = file_sha256(head_path)?;
+    let md = &mut ex.features.metadata;
+    md.insert("weights_sha256".into(), weights_sha.clone());
+    md.insert("text_head_sha256".into(), head_sha.clone());
+    md.insert("dataset".into(), data.dataset_name());
+    md.insert("data_spec".into(), data.to_spec_string());
+    md.insert("data_sha256".into(), data_sha.clone());
+    ex.features
+        .save(&a.out)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    let config = serde_json::json!({
+        "command": "extract",
+        "tool_version": env!("CARGO_PKG_VERSION"),
+        "model": "clip",
+        "clip_config": format!("{:?}", model.config()),
+        "weights": a.weights.display().to_string(),
+        "weights_sha256": weights_sha,
+        "text_head": head_path.display().to_string(),
+        "text_head_sha256": head_sha,
+        "data_spec": data.to_spec_string(),
+        "dataset": data.dataset_name(),
+        "data_sha256": data_sha,
+        "layer": "image_embeds",
+        "preprocessing": pre,
+        "batch_size": a.batch_size,
+        "device": format!("{device:?}"),
+        "on_error": a.on_error,
+        "num_samples": ex.features.len(),
+        "feature_dim": ex.features.dim(),
+        "num_classes": ex.features.num_classes(),
+        "num_skipped": ex.skipped.len(),
+        "skipped": ex.skipped.iter().take(1000).collect::<Vec<_>>(),
+        "seconds": secs,
+        "output": a.out.display().to_string(),
+    });
+    let mut cfg_path = PathBuf::from(a.out.as_os_str());
+    cfg_path.as_mut_os_string().push(".config.json");
+    let text = serde_json::to_string_pretty(&config)? + "\n";
+    ood_core::atomic_file::write_bytes_atomic(&cfg_path, text.as_bytes())?;
+    eprintln!(
+        "extracted {} images ({} skipped) in {secs:.1} s -> {}",
+        ex.features.len(),
+        ex.skipped.len(),
+        a.out.display()
+    );
+    if let Some(acc) = ex.features.accuracy().filter(|_| data_labels_known(data)) {
+        eprintln!("zero-shot top-1 accuracy against the data's labels: {acc:.4}");
+    }
+    Ok(())
 }

@@ -11,6 +11,7 @@ mod example;
 mod extract;
 mod list;
 mod metrics;
+mod neglabel;
 mod score;
 
 /// Runs a parsed command line.
@@ -29,5 +30,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Extract(a) => extract::run(a),
         Command::Bench(a) => bench::run(a),
         Command::EmbedText(args) => embed_text::run(&args),
+        Command::Neglabel { command } => neglabel::run(command),
     }
 }

@@ -145,12 +145,41 @@ pub fn zero_pad(img: &RgbImage, pad: u32) -> RgbImage {
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
+/// Pillow's bicubic filter (`a = -0.5`, support 2).
+fn bicubic_filter(x: f64) -> f64 {
+    const A: f64 = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * A
+    } else {
+        0.0
+    }
+}
+
+/// Pillow's bilinear (triangle) filter (support 1).
+fn triangle_filter(x: f64) -> f64 {
+    let x = x.abs();
+    if x < 1.0 { 1.0 - x } else { 0.0 }
+}
+
 /// Pillow's `precompute_coeffs` for the bilinear (triangle) filter, followed by
 /// `normalize_coeffs_8bpc`: per output index, the first input index and the integer weights.
 fn coeffs(in_size: u32, out_size: u32) -> Vec<(usize, Vec<i32>)> {
+    coeffs_with(in_size, out_size, 1.0, triangle_filter)
+}
+
+/// `precompute_coeffs` + `normalize_coeffs_8bpc` for any Pillow filter of the given support.
+fn coeffs_with(
+    in_size: u32,
+    out_size: u32,
+    filter_support: f64,
+    filter: fn(f64) -> f64,
+) -> Vec<(usize, Vec<i32>)> {
     let scale = in_size as f64 / out_size as f64;
     let filterscale = scale.max(1.0);
-    let support = 1.0 * filterscale;
+    let support = filter_support * filterscale;
     (0..out_size)
         .map(|xx| {
             let center = (xx as f64 + 0.5) * scale;
@@ -158,11 +187,7 @@ fn coeffs(in_size: u32, out_size: u32) -> Vec<(usize, Vec<i32>)> {
             let xmin = ((center - support + 0.5) as i64).max(0);
             let xmax = ((center + support + 0.5) as i64).min(in_size as i64) - xmin;
             let mut w: Vec<f64> = (0..xmax.max(0))
-                .map(|x| {
-                    let t = ((x + xmin) as f64 - center + 0.5) * ss;
-                    let t = t.abs();
-                    if t < 1.0 { 1.0 - t } else { 0.0 }
-                })
+                .map(|x| filter(((x + xmin) as f64 - center + 0.5) * ss))
                 .collect();
             let total: f64 = w.iter().sum();
             if total != 0.0 {
@@ -193,6 +218,19 @@ fn clip8(v: i64) -> u8 {
 
 /// `PIL.Image.resize((w, h), Image.BILINEAR)` on an RGB uint8 image, bit-exact.
 pub fn resize_bilinear_pil(img: &RgbImage, out_w: u32, out_h: u32) -> RgbImage {
+    resize_pil(img, out_w, out_h, coeffs)
+}
+
+/// `PIL.Image.resize((w, h), Image.BICUBIC)` on an RGB uint8 image, bit-exact (CLIP's resize).
+pub fn resize_bicubic_pil(img: &RgbImage, out_w: u32, out_h: u32) -> RgbImage {
+    resize_pil(img, out_w, out_h, |i, o| {
+        coeffs_with(i, o, 2.0, bicubic_filter)
+    })
+}
+
+type CoeffFn = fn(u32, u32) -> Vec<(usize, Vec<i32>)>;
+
+fn resize_pil(img: &RgbImage, out_w: u32, out_h: u32, coeffs: CoeffFn) -> RgbImage {
     let (w, h) = img.dimensions();
     let src = img.as_raw();
     let half = 1i64 << (PRECISION_BITS - 1);
