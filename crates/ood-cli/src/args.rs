@@ -32,6 +32,9 @@ pub enum Command {
     Extract(ExtractArgs),
     /// Run a real benchmark end to end: extract (cached) features of every set, then every detector.
     Bench(BenchArgs),
+    /// Train TagFog's projection head on frozen features so that they point at their class's text
+    /// embedding (anchor loss L_CI): puts a classifier's features into a text encoder's space.
+    Align(AlignArgs),
     /// Compute AUROC, FPR@95, AUPR-In and AUPR-Out from two score files (higher = more ID).
     Metrics {
         /// In-distribution scores: a 1-D float32/float64 `.npy` or text, one number per line.
@@ -342,8 +345,45 @@ pub struct BenchArgs {
     /// libtorch intra-op threads (default: libtorch's choice).
     #[arg(long)]
     pub threads: Option<i32>,
+    /// Also score NegLabel and MCM in a text encoder's space: a projection file from `ood align`,
+    /// or `auto` to fit one (default `ood align` settings, cached) on the fit features. Needs
+    /// `--negatives NEG.safetensors` from `ood neglabel mine` (its `weight` = ID label embeddings).
+    #[arg(long, value_name = "PROJ.safetensors|auto")]
+    pub align: Option<String>,
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+/// Arguments of `ood align`.
+#[derive(Debug, clap::Args)]
+pub struct AlignArgs {
+    /// Labelled fit features (e.g. the CIFAR-10 train features `ood bench` caches).
+    #[arg(long)]
+    pub fit: PathBuf,
+    /// Text embeddings of the ID classes, one row per class in label order: a safetensors file
+    /// with tensor `weight` (an `ood neglabel mine` output or a head file) or `embeddings` (an
+    /// `ood embed-text` output, e.g. of class descriptions).
+    #[arg(long, value_name = "TEXT.safetensors")]
+    pub anchors: PathBuf,
+    /// Output projection (safetensors `proj.0.*`, `proj.2.*`), written atomically with
+    /// `.config.json` beside it.
+    #[arg(long, value_name = "PROJ.safetensors")]
+    pub out: PathBuf,
+    /// Passes over the features.
+    #[arg(long, default_value_t = 20)]
+    pub epochs: usize,
+    /// Mini-batch size.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Anchor-loss temperature (TagFog: 0.1).
+    #[arg(long, default_value_t = 0.1)]
+    pub temperature: f64,
+    /// Seed (initialisation and shuffling).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 /// Parses the process arguments.

@@ -30,6 +30,7 @@ pub mod hashing;
 pub mod linalg;
 pub mod metrics;
 pub mod neg_mining;
+pub mod projection;
 pub mod report;
 pub mod safetensors;
 pub mod scores;

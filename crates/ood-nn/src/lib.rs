@@ -5,6 +5,7 @@
 //! files into normalised tensors; extraction runs a model over a dataset and writes an
 //! [`ood_core::Features`] file that the detectors of `ood-core` score.
 
+pub mod align;
 pub mod clip;
 pub mod data;
 pub mod error;

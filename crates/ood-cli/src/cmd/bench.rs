@@ -5,13 +5,16 @@
 //! cache and reused; then every detector runs through `ood eval`'s runner.
 
 use crate::args::BenchArgs;
-use crate::cmd::eval::{self, Inputs};
+use crate::cmd::eval::{self, Inputs, Options, VisionLanguage};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use ood_core::DetectorSpec;
 use ood_core::benchmark::Group;
+use ood_core::projection::Projection;
 use ood_nn::data::{DataSpec, OnError, Preprocess};
 use ood_nn::network::{ExtractOptions, extract_cached, file_sha256, load_network};
 use serde_json::json;
+use std::path::Path;
 use std::path::PathBuf;
 
 /// The default data root: `$OOD_DATA_ROOT`, else `../shared` next to the working directory.
@@ -133,7 +136,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
             .map(|(n, g, p)| (n.clone(), *g, p.clone()))
             .collect(),
     };
-    let opts = eval::resolve(&a.run)?;
+    let mut opts = eval::resolve(&a.run)?;
+    if let Some(align) = &a.align {
+        opts.vision_language = Some(aligned_inputs(align, &a, &cache, &inputs, &mut opts)?);
+    }
     eval::execute(
         &format!(
             "oodkit bench cifar10: {} ({})",
@@ -145,4 +151,90 @@ pub fn run(a: BenchArgs) -> Result<()> {
         &opts,
         json!({"model": net.name(), "weights": a.weights.display().to_string(), "weights_sha256": weights_sha, "data_root": root.display().to_string()}),
     )
+}
+
+/// `--align`: projects every cached feature file into the text space of the `--negatives` file
+/// (its `weight` = ID label embeddings) and moves NegLabel/MCM to those embeddings.
+fn aligned_inputs(
+    align: &str,
+    a: &BenchArgs,
+    cache: &Path,
+    inputs: &Inputs,
+    opts: &mut Options,
+) -> Result<VisionLanguage> {
+    let Some(neg) = a.run.negatives.clone() else {
+        bail!(
+            "--align needs --negatives NEG.safetensors (from `ood neglabel mine`: `weight` holds the ID label embeddings, `negatives` the negative labels)"
+        );
+    };
+    let neg_sha = file_sha256(&neg)?;
+    let proj_path = if align == "auto" {
+        let cfg = ood_nn::align::AlignConfig::default();
+        let fit_sha = file_sha256(&inputs.fit)?;
+        let key = ood_core::hashing::sha256_bytes(
+            format!("{fit_sha} {neg_sha} {}", serde_json::to_string(&cfg)?).as_bytes(),
+        );
+        let p = cache.join(format!("align-{}.safetensors", &key[..16]));
+        if p.exists() {
+            eprintln!("projection: {} (cached)", p.display());
+        } else {
+            crate::cmd::align::fit_and_save(&inputs.fit, &neg, &p, &cfg)?;
+            eprintln!("projection: {} (fitted)", p.display());
+        }
+        p
+    } else {
+        PathBuf::from(align)
+    };
+    let proj = Projection::load(&proj_path)
+        .with_context(|| format!("loading projection {}", proj_path.display()))?;
+    let anchors = crate::cmd::align::load_anchors(&neg)?;
+    let tag = format!("{}-{}", &file_sha256(&proj_path)?[..12], &neg_sha[..12]);
+    let project = |src: &Path| -> Result<PathBuf> {
+        let stem = src
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("features");
+        let out = cache.join(format!("aligned-{tag}-{stem}.safetensors"));
+        if !out.exists() {
+            let f = ood_core::Features::load(src)
+                .with_context(|| format!("loading {}", src.display()))?;
+            proj.project_features(&f, anchors.view(), 100.0)
+                .with_context(|| {
+                    format!("projecting {} with {}", src.display(), proj_path.display())
+                })?
+                .save(&out)?;
+        }
+        Ok(out)
+    };
+    let vl_inputs = Inputs {
+        fit: project(&inputs.fit)?,
+        fit_val: None,
+        head: neg.clone(),
+        id: project(&inputs.id)?,
+        ood: inputs
+            .ood
+            .iter()
+            .map(|(n, g, p)| Ok((n.clone(), *g, project(p)?)))
+            .collect::<Result<_>>()?,
+    };
+    let is_vl = |d: &DetectorSpec| matches!(d, DetectorSpec::NegLabel(_) | DetectorSpec::Mcm(_));
+    let detectors: Vec<DetectorSpec> = opts
+        .detectors
+        .iter()
+        .filter(|d| is_vl(d))
+        .cloned()
+        .collect();
+    if detectors.is_empty() {
+        bail!("--align given but --detectors has neither neg_label nor mcm");
+    }
+    opts.detectors.retain(|d| !is_vl(d));
+    if opts.detectors.is_empty() {
+        bail!(
+            "--align: no detector left for the classifier features (give more than neg_label,mcm)"
+        );
+    }
+    Ok(VisionLanguage {
+        inputs: vl_inputs,
+        detectors,
+    })
 }

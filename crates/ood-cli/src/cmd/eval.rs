@@ -41,6 +41,19 @@ pub struct Options {
     pub out_dir: PathBuf,
     /// Extra JSON output path.
     pub json: Option<PathBuf>,
+    /// A second set of inputs in a text encoder's embedding space (image embeddings + ID label
+    /// embeddings as the head) scored with vision-language detectors (NegLabel, MCM); their rows
+    /// join the main result.
+    pub vision_language: Option<VisionLanguage>,
+}
+
+/// Inputs and detectors of the vision-language part of a run (see [`Options::vision_language`]).
+#[derive(Debug, Clone)]
+pub struct VisionLanguage {
+    /// Embedding files; `head` holds the ID label text embeddings.
+    pub inputs: Inputs,
+    /// Detectors to run on them (NegLabel with its negatives, MCM).
+    pub detectors: Vec<DetectorSpec>,
 }
 
 /// Resolves `--detectors`, `--param`, `--convention` and the sweep options.
@@ -60,6 +73,7 @@ pub fn resolve(run: &RunArgs) -> Result<Options> {
         sweep,
         out_dir: run.out_dir.clone(),
         json: run.json.clone(),
+        vision_language: None,
     })
 }
 
@@ -184,6 +198,79 @@ fn describe(path: &Path) -> Result<Value> {
     }))
 }
 
+/// The loaded files of one [`Inputs`].
+struct Loaded {
+    head: ood_core::Head,
+    fit: FeatureFile,
+    fit_val: Option<FeatureFile>,
+    id: ood_core::Features,
+    sets: Vec<OodSet>,
+}
+
+impl Loaded {
+    fn open(inputs: &Inputs) -> Result<Loaded> {
+        let head = load_head(&inputs.head)?;
+        let fit = FeatureFile::open(&inputs.fit)
+            .with_context(|| format!("opening fit features {}", inputs.fit.display()))?;
+        let fit_val = match &inputs.fit_val {
+            Some(p) => Some(
+                FeatureFile::open(p)
+                    .with_context(|| format!("opening ID val features {}", p.display()))?,
+            ),
+            None => None,
+        };
+        let id = load_features(&inputs.id)?;
+        let mut sets = Vec::new();
+        for (name, group, path) in &inputs.ood {
+            sets.push(OodSet {
+                name: name.clone(),
+                group: *group,
+                features: load_features(path)?,
+            });
+        }
+        Ok(Loaded {
+            head,
+            fit,
+            fit_val,
+            id,
+            sets,
+        })
+    }
+
+    fn input(&self) -> BenchmarkInput<'_> {
+        BenchmarkInput {
+            fit: FitData::File(&self.fit),
+            fit_val: self.fit_val.as_ref().map(FitData::File),
+            head: &self.head,
+            id_test: &self.id,
+            ood: &self.sets,
+        }
+    }
+}
+
+/// Hashes and shapes of every input file, under `prefix`-ed keys.
+fn describe_inputs(
+    inputs: &Inputs,
+    prefix: &str,
+    files: &mut BTreeMap<String, Value>,
+) -> Result<()> {
+    files.insert(format!("{prefix}fit"), describe(&inputs.fit)?);
+    if let Some(p) = &inputs.fit_val {
+        files.insert(format!("{prefix}fit_val"), describe(p)?);
+    }
+    files.insert(
+        format!("{prefix}head"),
+        json!({"path": inputs.head.display().to_string(), "sha256": hashing::sha256_file(&inputs.head)?}),
+    );
+    files.insert(format!("{prefix}id_test"), describe(&inputs.id)?);
+    for (name, group, path) in &inputs.ood {
+        let mut d = describe(path)?;
+        d["group"] = json!(group);
+        files.insert(format!("{prefix}ood:{name}"), d);
+    }
+    Ok(())
+}
+
 /// Loads everything, runs the benchmark (and sweep), prints the table and writes the artifacts.
 /// Nothing is written unless the whole run succeeds.
 pub fn execute(
@@ -193,32 +280,9 @@ pub fn execute(
     opts: &Options,
     extra_config: Value,
 ) -> Result<()> {
-    let head = load_head(&inputs.head)?;
-    let fit = FeatureFile::open(&inputs.fit)
-        .with_context(|| format!("opening fit features {}", inputs.fit.display()))?;
-    let fit_val = match &inputs.fit_val {
-        Some(p) => Some(
-            FeatureFile::open(p)
-                .with_context(|| format!("opening ID val features {}", p.display()))?,
-        ),
-        None => None,
-    };
-    let id = load_features(&inputs.id)?;
-    let mut sets = Vec::new();
-    for (name, group, path) in &inputs.ood {
-        sets.push(OodSet {
-            name: name.clone(),
-            group: *group,
-            features: load_features(path)?,
-        });
-    }
-    let input = BenchmarkInput {
-        fit: FitData::File(&fit),
-        fit_val: fit_val.as_ref().map(FitData::File),
-        head: &head,
-        id_test: &id,
-        ood: &sets,
-    };
+    let loaded = Loaded::open(inputs)?;
+    let input = loaded.input();
+    let sets = &loaded.sets;
 
     let mut detectors = opts.detectors.clone();
     let mut sweeps = Vec::new();
@@ -253,26 +317,28 @@ pub fn execute(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed_precise} {msg}")
             .expect("valid template"),
     );
-    let result = benchmark::run(&input, &detectors, opts.convention, &mut |m| {
+    let mut result = benchmark::run(&input, &detectors, opts.convention, &mut |m| {
         bar.set_message(m.to_string());
         bar.inc(1);
     })?;
     bar.finish_and_clear();
 
     let mut files = BTreeMap::new();
-    files.insert("fit".to_string(), describe(&inputs.fit)?);
-    if let Some(p) = &inputs.fit_val {
-        files.insert("fit_val".to_string(), describe(p)?);
-    }
-    files.insert(
-        "head".to_string(),
-        json!({"path": inputs.head.display().to_string(), "sha256": hashing::sha256_file(&inputs.head)?}),
-    );
-    files.insert("id_test".to_string(), describe(&inputs.id)?);
-    for (name, group, path) in &inputs.ood {
-        let mut d = describe(path)?;
-        d["group"] = json!(group);
-        files.insert(format!("ood:{name}"), d);
+    describe_inputs(inputs, "", &mut files)?;
+    if let Some(vl) = &opts.vision_language {
+        let vl_loaded = Loaded::open(&vl.inputs)?;
+        let more = benchmark::run(
+            &vl_loaded.input(),
+            &vl.detectors,
+            opts.convention,
+            &mut |m| eprintln!("ood: aligned embeddings: {m}"),
+        )
+        .context("vision-language detectors on the aligned embeddings")?;
+        result.rows.extend(more.rows);
+        result.scores.extend(more.scores);
+        result.detectors.extend(more.detectors);
+        detectors.extend(vl.detectors.iter().cloned());
+        describe_inputs(&vl.inputs, "aligned:", &mut files)?;
     }
     if let Some((vi, vo)) = &opts.sweep {
         files.insert("sweep_val_id".to_string(), describe(vi)?);

@@ -3,6 +3,7 @@
 use crate::args::{Cli, Command};
 use anyhow::Result;
 
+mod align;
 mod bench;
 mod common;
 mod embed_text;
@@ -29,6 +30,7 @@ pub fn run(cli: Cli) -> Result<()> {
         } => metrics::run(&id, &ood, &convention, json),
         Command::Extract(a) => extract::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Align(a) => align::run(&a).map(|_| ()),
         Command::EmbedText(args) => embed_text::run(&args),
         Command::Neglabel { command } => neglabel::run(command),
     }

@@ -1,0 +1,123 @@
+//! `ood align`: fit TagFog's projection head on frozen features against text anchors
+//! ([`ood_nn::align`]), and the shared helper `ood bench --align auto` uses.
+
+use crate::args::AlignArgs;
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use ndarray::Array2;
+use ood_core::safetensors::SafeTensorsFile;
+use ood_core::{Features, atomic_file, hashing};
+use ood_nn::align::{AlignConfig, fit_projection};
+use serde_json::json;
+use std::path::Path;
+
+/// Reads the anchors: tensor `weight` (head / `neglabel mine` file) or `embeddings`
+/// (`embed-text` file), 2-D f32.
+pub fn load_anchors(path: &Path) -> Result<Array2<f32>> {
+    let f = SafeTensorsFile::open(path)
+        .with_context(|| format!("opening anchors {}", path.display()))?;
+    let name = ["weight", "embeddings"]
+        .into_iter()
+        .find(|n| f.tensors.contains_key(*n));
+    let Some(name) = name else {
+        bail!(
+            "{}: no `weight` or `embeddings` tensor (expected ID class text embeddings)",
+            path.display()
+        );
+    };
+    let shape = f.tensors[name].shape.clone();
+    if shape.len() != 2 || shape[0] == 0 || shape[1] == 0 {
+        bail!(
+            "{}: tensor {name} has shape {shape:?}, expected (classes, dim)",
+            path.display()
+        );
+    }
+    let v = f
+        .read_f32(name)
+        .with_context(|| format!("reading {name} of {}", path.display()))?;
+    if !v.iter().all(|x| x.is_finite()) {
+        bail!(
+            "{}: tensor {name} holds NaN or infinite values",
+            path.display()
+        );
+    }
+    Ok(Array2::from_shape_vec((shape[0], shape[1]), v).expect("shape from header"))
+}
+
+/// Fits and writes a projection (`out` + `out.config.json`, atomically); returns the fit's
+/// summary JSON.
+pub fn fit_and_save(
+    fit: &Path,
+    anchors: &Path,
+    out: &Path,
+    cfg: &AlignConfig,
+) -> Result<serde_json::Value> {
+    let features =
+        Features::load(fit).with_context(|| format!("loading fit features {}", fit.display()))?;
+    let Some(labels) = features.labels.clone() else {
+        bail!(
+            "{}: the fit features have no labels (alignment needs the class of every row)",
+            fit.display()
+        );
+    };
+    let t = load_anchors(anchors)?;
+    let bar = ProgressBar::new(cfg.epochs as u64);
+    bar.set_style(
+        ProgressStyle::with_template("aligning {bar:30} epoch {pos}/{len} {elapsed_precise} {msg}")
+            .expect("valid template"),
+    );
+    let fitted = fit_projection(
+        features.embeddings.view(),
+        &labels,
+        t.view(),
+        cfg,
+        &mut |_, loss| {
+            bar.set_message(format!("L_CI {loss:.4}"));
+            bar.inc(1);
+        },
+    )
+    .with_context(|| format!("aligning {} to {}", fit.display(), anchors.display()))?;
+    bar.finish_and_clear();
+    let summary = json!({
+        "tool": "oodkit",
+        "version": env!("CARGO_PKG_VERSION"),
+        "command": "align",
+        "config": cfg,
+        "fit": {"path": fit.display().to_string(), "sha256": hashing::sha256_file(fit)?, "rows": features.len(), "dim": features.dim()},
+        "anchors": {"path": anchors.display().to_string(), "sha256": hashing::sha256_file(anchors)?, "classes": t.nrows(), "dim": t.ncols()},
+        "epoch_losses": fitted.epoch_losses,
+        "train_anchor_accuracy": fitted.train_anchor_accuracy,
+    });
+    let mut proj = fitted.projection;
+    proj.metadata.insert("config".into(), summary.to_string());
+    proj.save(out)
+        .with_context(|| format!("writing {}", out.display()))?;
+    let cfg_path = out.with_extension("config.json");
+    atomic_file::write_bytes_atomic(
+        &cfg_path,
+        (serde_json::to_string_pretty(&summary).expect("JSON values serialise") + "\n").as_bytes(),
+    )?;
+    Ok(summary)
+}
+
+/// Runs `ood align`.
+pub fn run(a: &AlignArgs) -> Result<serde_json::Value> {
+    let cfg = AlignConfig {
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        lr: a.lr,
+        temperature: a.temperature,
+        seed: a.seed,
+    };
+    let s = fit_and_save(&a.fit, &a.anchors, &a.out, &cfg)?;
+    let losses = s["epoch_losses"].as_array().expect("written above");
+    eprintln!(
+        "ood: L_CI {:.4} -> {:.4} over {} epochs; train rows nearest to their class anchor: {:.2}%; wrote {}",
+        losses[0].as_f64().unwrap_or(f64::NAN),
+        losses[losses.len() - 1].as_f64().unwrap_or(f64::NAN),
+        losses.len(),
+        100.0 * s["train_anchor_accuracy"].as_f64().unwrap_or(f64::NAN),
+        a.out.display()
+    );
+    Ok(s)
+}
