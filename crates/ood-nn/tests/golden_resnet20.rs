@@ -140,7 +140,10 @@ fn own_jpeg_decoding_of_the_tarball_vs_libjpeg_turbo() {
     // `image` crate (zune-jpeg) decodes instead: 81.4% equal bytes, max logit difference 0.82.
     if ood_nn::data::image_crate_for_jpeg() {
         eprintln!("OOD_JPEG_DECODER=image: the bit-exactness checks below are not applicable");
-        assert!(diff <= 1.5 && agree >= 980, "max abs logit difference {diff}");
+        assert!(
+            diff <= 1.5 && agree >= 980,
+            "max abs logit difference {diff}"
+        );
         return;
     }
     assert_eq!(

@@ -63,7 +63,10 @@ fn golden_cifar10_first1000_byte_exact() {
 }
 
 fn venv_python() -> Option<PathBuf> {
-    let p = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv/bin/python"));
+    let p = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../.venv/bin/python"
+    ));
     p.is_file().then_some(p)
 }
 
@@ -74,7 +77,10 @@ fn pillow_decode(
     stride: usize,
     tmp: &Path,
 ) -> Vec<(String, u32, u32, Vec<u8>)> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/pillow_decode_tar.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/pillow_decode_tar.py"
+    );
     let out = tmp.join("pillow.bin");
     let st = std::process::Command::new(py)
         .arg(script)

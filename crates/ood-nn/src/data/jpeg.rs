@@ -562,16 +562,8 @@ pub fn decode(data: &[u8]) -> Result<RgbPixels, JpegError> {
         let seg = &data[pos + 2..pos + len];
         pos += len;
         match m {
-            0xE0 => {
-                if seg.starts_with(b"JFIF\0") {
-                    jfif = true;
-                }
-            }
-            0xEE => {
-                if seg.len() >= 12 && seg.starts_with(b"Adobe") {
-                    adobe = Some(seg[11]);
-                }
-            }
+            0xE0 if seg.starts_with(b"JFIF\0") => jfif = true,
+            0xEE if seg.len() >= 12 && seg.starts_with(b"Adobe") => adobe = Some(seg[11]),
             0xDB => {
                 let mut p = 0;
                 while p < seg.len() {
@@ -583,10 +575,12 @@ pub fn decode(data: &[u8]) -> Result<RgbPixels, JpegError> {
                     let mut t = [0i32; 64];
                     for (k, &nat) in NATURAL_ORDER[..64].iter().enumerate() {
                         let v = if pq == 0 {
-                            *seg.get(p + k).ok_or(JpegError::Corrupt("short DQT".into()))?
+                            *seg.get(p + k)
+                                .ok_or(JpegError::Corrupt("short DQT".into()))?
                                 as i32
                         } else {
-                            be16(seg, p + 2 * k).map_err(|_| JpegError::Corrupt("short DQT".into()))?
+                            be16(seg, p + 2 * k)
+                                .map_err(|_| JpegError::Corrupt("short DQT".into()))?
                                 as i32
                         };
                         // ISLOW_MULT_TYPE is a 16-bit short in libjpeg-turbo.
@@ -701,7 +695,9 @@ pub fn decode(data: &[u8]) -> Result<RgbPixels, JpegError> {
                     let ci = comps
                         .iter()
                         .position(|c| c.id == id)
-                        .ok_or(JpegError::Corrupt(format!("scan names unknown component {id}")))?;
+                        .ok_or(JpegError::Corrupt(format!(
+                            "scan names unknown component {id}"
+                        )))?;
                     let (td, ta) = ((t >> 4) as usize, (t & 15) as usize);
                     if td > 3 || ta > 3 || dc_tables[td].is_none() || ac_tables[ta].is_none() {
                         return corrupt("scan uses an undefined Huffman table");
