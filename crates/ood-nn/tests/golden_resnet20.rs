@@ -125,7 +125,7 @@ fn own_jpeg_decoding_of_the_tarball_vs_libjpeg_turbo() {
         .filter(|(a, b)| argmax(a) == argmax(b))
         .count();
     eprintln!(
-        "own decoding (zune-jpeg via image): {:.4}% of bytes equal to libjpeg-turbo, max pixel \
+        "own decoding (ood_nn::data::jpeg): {:.4}% of bytes equal to libjpeg-turbo, max pixel \
          diff {max_px}, logits vs pytorch: max |diff| {diff:.3e}, mean |diff| {mean_diff:.3e}, \
          same top-1 class {agree}/1000",
         100.0 * rate
@@ -135,20 +135,22 @@ fn own_jpeg_decoding_of_the_tarball_vs_libjpeg_turbo() {
         Preprocess::normalize_only(MEAN, STD).output_size(32, 32),
         (32, 32)
     );
-    if equal == ours.len() {
+    // The own decoder (ood_nn::data::jpeg) is bit-exact with libjpeg-turbo, so the logits match
+    // PyTorch's as closely as from the golden decoded array. With OOD_JPEG_DECODER=image the
+    // `image` crate (zune-jpeg) decodes instead: 81.4% equal bytes, max logit difference 0.82.
+    if ood_nn::data::image_crate_for_jpeg() {
+        eprintln!("OOD_JPEG_DECODER=image: the bit-exactness checks below are not applicable");
         assert!(
-            diff <= 1e-4,
-            "bit-exact decoding but logits differ by {diff}"
+            diff <= 1.5 && agree >= 980,
+            "max abs logit difference {diff}"
         );
-    } else {
-        // zune-jpeg is not bit-exact with libjpeg-turbo (different IDCT / chroma upsampling
-        // rounding): measured 81.4% equal bytes, max pixel difference 4, max logit difference
-        // 0.82, mean 0.12, top-1 agreement 986/1000 on these 1,000 images. The bounds below leave a little room above the measured
-        // values and fail on any real decoding bug (colour swap, wrong upsampling, shifts).
-        assert!(rate > 0.75, "only {:.2}% of bytes equal", 100.0 * rate);
-        assert!(max_px <= 6, "max pixel difference {max_px}");
-        assert!(mean_diff <= 0.2, "mean abs logit difference {mean_diff}");
-        assert!(diff <= 1.5, "max abs logit difference {diff}");
-        assert!(agree >= 980, "top-1 agreement {agree}/1000");
+        return;
     }
+    assert_eq!(
+        equal,
+        ours.len(),
+        "decoded bytes differ from libjpeg-turbo (max pixel difference {max_px})"
+    );
+    assert!(diff <= 1e-4, "max abs logit difference {diff}");
+    assert_eq!(agree, 1000);
 }

@@ -16,6 +16,7 @@
 //!   the train folder); test images are unlabelled (`-1`);
 //! * idx and CIFAR binary files: file order; image lists: line order.
 
+pub mod jpeg;
 pub mod npy;
 pub mod preprocess;
 mod sources;
@@ -59,6 +60,10 @@ pub struct RawSample {
 
 impl RawSample {
     /// Decodes to 8-bit RGB (grayscale and palette images are expanded to 3 channels).
+    ///
+    /// JPEGs go through [`jpeg::decode`] (bit-exact with Pillow's libjpeg-turbo), or through the
+    /// `image` crate when `OOD_JPEG_DECODER=image` or for modes [`jpeg`] does not implement
+    /// (progressive, arithmetic coding); other formats through the `image` crate.
     pub fn decode(self) -> Result<RgbImage> {
         match self.pixels {
             Pixels::Rgb(img) => Ok(img),
@@ -73,14 +78,45 @@ impl RawSample {
                     reason: format!("gray buffer does not hold {width}x{height} pixels"),
                 })
             }
-            Pixels::Encoded(bytes) => image::load_from_memory(&bytes)
-                .map(|img| img.to_rgb8())
-                .map_err(|e| Error::Data {
-                    path: PathBuf::from(&self.name),
-                    reason: format!("cannot decode image: {e}"),
-                }),
+            Pixels::Encoded(bytes) => {
+                if jpeg::is_jpeg(&bytes) && !image_crate_for_jpeg() {
+                    match jpeg::decode(&bytes) {
+                        Ok(p) => {
+                            return RgbImage::from_raw(p.width, p.height, p.data).ok_or_else(
+                                || Error::Data {
+                                    path: PathBuf::from(&self.name),
+                                    reason: "decoded JPEG buffer has the wrong size".into(),
+                                },
+                            );
+                        }
+                        Err(jpeg::JpegError::Corrupt(m)) => {
+                            return Err(Error::Data {
+                                path: PathBuf::from(&self.name),
+                                reason: format!("cannot decode image: corrupt JPEG: {m}"),
+                            });
+                        }
+                        // Progressive, arithmetic, CMYK...: the `image` crate below.
+                        Err(jpeg::JpegError::Unsupported(_)) => {}
+                    }
+                }
+                image::load_from_memory(&bytes)
+                    .map(|img| img.to_rgb8())
+                    .map_err(|e| Error::Data {
+                        path: PathBuf::from(&self.name),
+                        reason: format!("cannot decode image: {e}"),
+                    })
+            }
         }
     }
+}
+
+/// `true` when `OOD_JPEG_DECODER=image` asks for the `image` crate's JPEG decoder instead of
+/// the default [`jpeg`] module (bit-exact with libjpeg-turbo / Pillow). Read once.
+pub fn image_crate_for_jpeg() -> bool {
+    static CHOICE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *CHOICE.get_or_init(|| {
+        std::env::var("OOD_JPEG_DECODER").is_ok_and(|v| v.eq_ignore_ascii_case("image"))
+    })
 }
 
 /// Lower-case hex of bytes.
