@@ -133,7 +133,11 @@ mod tests {
             seen.insert(tiles);
         }
         // 4! = 24 permutations; 50 draws see many of them (a constant permutation would fail).
-        assert!(seen.len() >= 10, "only {} distinct permutations", seen.len());
+        assert!(
+            seen.len() >= 10,
+            "only {} distinct permutations",
+            seen.len()
+        );
     }
 
     #[test]

@@ -14,14 +14,17 @@ fn grid(rows: i64, cols: i64, a: f64, b: f64, c: f64) -> Tensor {
 
 fn normalize(x: &Tensor) -> Tensor {
     let n = x
-        .norm_scalaropt_dim(2, [1], true, Kind::Float)
+        .norm_scalaropt_dim(2, [1i64].as_slice(), true)
         .clamp_min(1e-12);
     x / n
 }
 
 fn close(got: &Tensor, want: f64) {
     let g = got.double_value(&[]);
-    assert!((g - want).abs() <= 1e-5 * want.abs().max(1.0), "got {g}, want {want}");
+    assert!(
+        (g - want).abs() <= 1e-5 * want.abs().max(1.0),
+        "got {g}, want {want}"
+    );
 }
 
 fn contrastive_inputs() -> (Tensor, Tensor) {

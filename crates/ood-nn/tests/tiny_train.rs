@@ -318,6 +318,15 @@ fn mixoe_trains_and_resumes_exactly() {
     assert!(killed.is_err());
     let resumed = tiny();
     let f3 = |x: &Tensor, t: bool| resumed.net.forward_t(x, t);
-    train(&resumed.vs, &f3, &d, &c, Some(dir.path()), true, &mut |_| {}).unwrap();
+    train(
+        &resumed.vs,
+        &f3,
+        &d,
+        &c,
+        Some(dir.path()),
+        true,
+        &mut |_| {},
+    )
+    .unwrap();
     assert_eq!(weights(&resumed.vs), weights(&full.vs));
 }

@@ -96,7 +96,13 @@ pub fn soft_target_ce(logits: &Tensor, labels: &Tensor, lam: f64) -> Tensor {
 }
 
 /// The MixOE loss from the ID logits, the mixed-batch logits, `λ` and `β`.
-pub fn loss(id_logits: &Tensor, labels: &Tensor, mixed_logits: &Tensor, lam: f64, beta: f64) -> Tensor {
+pub fn loss(
+    id_logits: &Tensor,
+    labels: &Tensor,
+    mixed_logits: &Tensor,
+    lam: f64,
+    beta: f64,
+) -> Tensor {
     super::cross_entropy::loss(id_logits, labels) + soft_target_ce(mixed_logits, labels, lam) * beta
 }
 

@@ -10,7 +10,7 @@
 //! The projection head is `Linear(d→d) → ReLU → Linear(d→128)` (no BatchNorm, spec 3.1), saved
 //! under `proj.*`; at test time the embedding is the normalised penultimate feature, not the head.
 
-use tch::{nn, Kind, Tensor};
+use tch::{Kind, Tensor, nn};
 
 /// ReweightOOD hyper-parameters (defaults of `train_reweightood.yml`).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -29,7 +29,13 @@ pub struct Params {
 
 impl Default for Params {
     fn default() -> Self {
-        Params { tau: 0.1, m_b: 5.0, c_b: 4.0, m_w: 2.0, c_w: 1.0 }
+        Params {
+            tau: 0.1,
+            m_b: 5.0,
+            c_b: 4.0,
+            m_w: 2.0,
+            c_w: 1.0,
+        }
     }
 }
 
@@ -64,7 +70,9 @@ pub fn loss(z: &Tensor, labels: &Tensor, p: &Params) -> Tensor {
     let iu = Tensor::triu_indices(n, n, 1, (Kind::Int64, z.device()));
     let (r, c) = (iu.get(0), iu.get(1));
     let sv = s.index(&[Some(&r), Some(&c)]);
-    let same = labels.index_select(0, &r).eq_tensor(&labels.index_select(0, &c));
+    let same = labels
+        .index_select(0, &r)
+        .eq_tensor(&labels.index_select(0, &c));
     let sp = sv.masked_select(&same);
     let sn = sv.masked_select(&same.logical_not());
     let wp = positive_weight(&sp.detach(), p);
@@ -87,8 +95,16 @@ mod tests {
         let want_p = [0.953, 0.881, 0.731, 0.500, 0.354, 0.269];
         let want_n = [0.0001, 0.0015, 0.018, 0.182, 0.500, 0.731];
         for i in 0..6 {
-            assert!((wp[i] as f64 - want_p[i]).abs() < 6e-4, "w_p[{i}] = {}", wp[i]);
-            assert!((wn[i] as f64 - want_n[i]).abs() < 6e-4, "w_n[{i}] = {}", wn[i]);
+            assert!(
+                (wp[i] as f64 - want_p[i]).abs() < 6e-4,
+                "w_p[{i}] = {}",
+                wp[i]
+            );
+            assert!(
+                (wn[i] as f64 - want_n[i]).abs() < 6e-4,
+                "w_n[{i}] = {}",
+                wn[i]
+            );
         }
     }
 }

@@ -31,7 +31,8 @@ pub fn loss(z: &Tensor, labels: &Tensor, tau: f64, tau_base: f64) -> Tensor {
     let masked = logits.masked_fill(&not_self.eq(0.0), f64::NEG_INFINITY);
     let lse = masked.logsumexp([1], true);
     let log_prob = &logits - lse;
-    let mean_log_prob_pos = (&pos * log_prob).sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
-        / pos.sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+    let mean_log_prob_pos =
+        (&pos * log_prob).sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
+            / pos.sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
     (mean_log_prob_pos * (-(tau / tau_base))).mean(Kind::Float)
 }

@@ -13,7 +13,7 @@
 //! saved under `proj.*`. At test time the exported classifier keeps its K+1 head; OOD scores use
 //! the first `K` logits only (the fake-outlier logit is dropped).
 
-use tch::{nn, Kind, Tensor};
+use tch::{Kind, Tensor, nn};
 
 /// TagFog hyper-parameters (shipped defaults).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
