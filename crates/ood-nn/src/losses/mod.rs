@@ -7,7 +7,11 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 pub mod cross_entropy;
+pub mod mixoe;
 pub mod outlier_exposure;
+pub mod reweightood;
+pub mod supcon;
+pub mod tagfog;
 
 /// A training method and its hyper-parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,6 +26,18 @@ pub enum Method {
         /// Outlier batch size as a multiple of the ID batch (2 in the OE recipe: 256 vs 128).
         outlier_ratio: f64,
     },
+    /// Mixture Outlier Exposure (Zhang et al., WACV'23): CE + β·soft-target CE on ID images mixed
+    /// with outliers (spec training-methods.md 2.4); meant to fine-tune a baseline checkpoint.
+    /// Outlier batch = ID batch (pairs i ↔ i).
+    #[serde(rename = "mixoe")]
+    MixOe {
+        /// `λ ~ Beta(α, α)`.
+        alpha: f64,
+        /// Weight β of the mixed term.
+        beta: f64,
+        /// Mixup or CutMix.
+        mix: mixoe::Mix,
+    },
 }
 
 impl Method {
@@ -31,6 +47,9 @@ impl Method {
             Method::OutlierExposure { .. } if !have_outliers => Err(Error::Config(
                 "outlier exposure needs an auxiliary outlier set".into(),
             )),
+            Method::MixOe { .. } if !have_outliers => {
+                Err(Error::Config("MixOE needs an auxiliary outlier set".into()))
+            }
             _ => Ok(()),
         }
     }
@@ -40,6 +59,7 @@ impl Method {
             Method::OutlierExposure { outlier_ratio, .. } => {
                 ((b as f64) * outlier_ratio).round().max(1.0) as usize
             }
+            Method::MixOe { .. } => b,
             _ => 0,
         }
     }
@@ -50,7 +70,7 @@ impl Method {
         x: &Tensor,
         y: &Tensor,
         outliers: Option<&Tensor>,
-        _rng: &mut ChaCha8Rng,
+        rng: &mut ChaCha8Rng,
     ) -> (Tensor, Tensor) {
         match self {
             Method::CrossEntropy => {
@@ -68,6 +88,18 @@ impl Method {
                     cross_entropy::loss(&z, y) + outlier_exposure::uniform_ce(&zo) * *weight,
                     z,
                 )
+            }
+            Method::MixOe { alpha, beta, mix } => {
+                let o = outliers.expect("checked by Method::check");
+                let lam = mixoe::sample_lambda(*alpha, rng);
+                let (mixed, lam) = match mix {
+                    mixoe::Mix::Mixup => (mixoe::mixup(x, o, lam), lam),
+                    mixoe::Mix::Cutmix => mixoe::cutmix(x, o, lam, rng),
+                };
+                // Two separate forward passes (BatchNorm statistics per pass), as the reference.
+                let z = forward(x, true);
+                let zm = forward(&mixed, true);
+                (mixoe::loss(&z, y, &zm, lam, *beta), z)
             }
         }
     }
