@@ -6,6 +6,7 @@
 //! [`ood_core::Features`] file that the detectors of `ood-core` score.
 
 pub mod data;
+pub mod demo;
 pub mod error;
 pub mod jigsaw;
 pub mod losses;
