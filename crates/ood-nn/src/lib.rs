@@ -8,6 +8,7 @@
 pub mod align;
 pub mod clip;
 pub mod data;
+pub mod demo;
 pub mod error;
 pub mod jigsaw;
 pub mod losses;

@@ -30,12 +30,13 @@ pub const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 /// ImageNet channel standard deviations used by the akamaster training script.
 pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
 
-/// Blocks per stage for a given depth (`6n + 2`): 20 → 3, 32 → 5, 44 → 7, 56 → 9.
+/// Blocks per stage for a given depth (`6n + 2`): 8 → 1, 14 → 2, 20 → 3, 32 → 5, 44 → 7, 56 → 9
+/// (8 and 14 are the small CPU models of `ood demo`).
 pub fn blocks_for_depth(depth: usize) -> Result<usize> {
     match depth {
-        20 | 32 | 44 | 56 | 110 | 1202 => Ok((depth - 2) / 6),
+        8 | 14 | 20 | 32 | 44 | 56 | 110 | 1202 => Ok((depth - 2) / 6),
         _ => Err(Error::Config(format!(
-            "akamaster cifar resnet depth must be 20, 32, 44, 56, 110 or 1202, got {depth}"
+            "akamaster cifar resnet depth must be 8, 14, 20, 32, 44, 56, 110 or 1202, got {depth}"
         ))),
     }
 }

@@ -1,0 +1,789 @@
+//! `ood demo`: a real, small OOD benchmark built only from what `scripts/setup` installs.
+//!
+//! * **ID**: Fashion-MNIST (Debian `dataset-fashion-mnist`) with a MixOE-style hold-out split: the
+//!   classifier is trained on 6 classes ([`HELD_IN`]: t-shirt/top, trouser, pullover, sandal,
+//!   sneaker, bag); the ID test set is their test images.
+//! * **Near OOD**: the test images of the 4 held-out classes ([`HELD_OUT`]: dress, coat, shirt,
+//!   ankle boot), never seen in training.
+//! * **Far OOD**: scikit-learn's bundled handwritten digits (8x8, upsampled to 28x28), seeded
+//!   random crops of scikit-image's bundled textures (brick, grass, gravel) and photos (camera,
+//!   coins, moon, text, ...) in grayscale resized to 28x28, and Jigsaw-shuffled ID test images
+//!   ([`crate::jigsaw`], 4x4 grid, seeded).
+//!
+//! [`builtin_data`] assembles these sets (or [`custom_data`] a user's own [`DataSpec`]s), [`run`]
+//! trains a small akamaster ResNet on the CPU with [`crate::train::train`] (cross-entropy, seeded)
+//! and writes feature files (features, logits, labels) of every set plus the classifier head, which
+//! the `ood-core` benchmark runner then scores with every post-hoc detector.
+//!
+//! All images are kept as 8-bit RGB `side × side × 3` (grayscale replicated to three channels) and
+//! normalised with the per-channel mean and standard deviation of the training images.
+
+use crate::data::preprocess::{center_crop, resize_bilinear_pil, shorter_side_size};
+use crate::data::{DataSpec, Pixels};
+use crate::error::{Error, Result};
+use crate::models::akamaster::CifarResNet;
+use crate::network::Network;
+use crate::train::{EpochLog, Step, TrainConfig, TrainData};
+use image::RgbImage;
+use ood_core::benchmark::Group;
+use ood_core::{Features, hashing};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+/// The Fashion-MNIST class names in label order.
+pub const FMNIST_CLASSES: [&str; 10] = [
+    "t-shirt/top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+];
+/// Fashion-MNIST labels the classifier is trained on (their new labels are their positions here).
+pub const HELD_IN: [i64; 6] = [0, 1, 2, 5, 7, 8];
+/// Fashion-MNIST labels held out as the near-OOD set.
+pub const HELD_OUT: [i64; 4] = [3, 4, 6, 9];
+/// Where the Debian package `dataset-fashion-mnist` installs the idx files.
+pub const FMNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
+/// scikit-image textures cropped into the `textures` set.
+pub const TEXTURES: [&str; 3] = ["brick.png", "grass.png", "gravel.png"];
+/// scikit-image photos cropped into the `photos` set.
+pub const PHOTOS: [&str; 9] = [
+    "camera.png",
+    "coins.png",
+    "moon.png",
+    "text.png",
+    "astronaut.png",
+    "coffee.png",
+    "chelsea.png",
+    "page.png",
+    "rocket.jpg",
+];
+
+/// A set of images of one size, 8-bit RGB, `n × side × side × 3` row-major.
+#[derive(Debug, Clone)]
+pub struct ImageSet {
+    /// Display name (`fmnist_train`, `holdout`, `digits`, ...).
+    pub name: String,
+    /// Near or far for OOD sets.
+    pub group: Option<Group>,
+    /// Image side in pixels.
+    pub side: usize,
+    /// Pixels.
+    pub pixels: Vec<u8>,
+    /// Labels (ID sets), or `None`.
+    pub labels: Option<Vec<i64>>,
+    /// Where the images come from (for the report's configuration).
+    pub source: String,
+}
+
+impl ImageSet {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.pixels.len() / (self.side * self.side * 3).max(1)
+    }
+
+    /// True when the set holds no image.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn image(&self, i: usize) -> &[u8] {
+        let s = self.side * self.side * 3;
+        &self.pixels[i * s..(i + 1) * s]
+    }
+
+    /// Keeps the images at `idx`, in that order.
+    fn select(&self, idx: &[usize]) -> ImageSet {
+        let mut pixels = Vec::with_capacity(idx.len() * self.side * self.side * 3);
+        for &i in idx {
+            pixels.extend_from_slice(self.image(i));
+        }
+        ImageSet {
+            pixels,
+            labels: self
+                .labels
+                .as_ref()
+                .map(|l| idx.iter().map(|&i| l[i]).collect()),
+            ..self.clone()
+        }
+    }
+}
+
+/// One input file and its SHA-256.
+#[derive(Debug, Clone, Serialize)]
+pub struct InputFile {
+    /// Path or data spec.
+    pub path: String,
+    /// SHA-256 (hex) of the file, or the [`DataSpec::fingerprint`] of a user data spec.
+    pub sha256: String,
+}
+
+/// The assembled benchmark.
+#[derive(Debug, Clone)]
+pub struct DemoData {
+    /// Training images with labels `0..classes`.
+    pub train: ImageSet,
+    /// ID test images with labels.
+    pub test: ImageSet,
+    /// OOD sets in report order.
+    pub ood: Vec<ImageSet>,
+    /// Class names of the training labels.
+    pub classes: Vec<String>,
+    /// Every file read, with its hash.
+    pub inputs: Vec<InputFile>,
+}
+
+/// Sizes of the built-in benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Sizes {
+    /// Training images per class (at most 6000).
+    pub train_per_class: usize,
+    /// ID test images per class (at most 1000).
+    pub test_per_class: usize,
+    /// Images per OOD set (at most the set's size; crops are generated).
+    pub ood_per_set: usize,
+}
+
+impl Sizes {
+    /// The full run: all 36,000 training images, all 6,000 ID test images, 2,000 per OOD set.
+    pub const FULL: Sizes = Sizes {
+        train_per_class: 6000,
+        test_per_class: 1000,
+        ood_per_set: 2000,
+    };
+    /// The reduced run of `--quick` (CI, tests).
+    pub const QUICK: Sizes = Sizes {
+        train_per_class: 500,
+        test_per_class: 100,
+        ood_per_set: 300,
+    };
+}
+
+fn data_err(path: &Path, reason: impl Into<String>) -> Error {
+    Error::Data {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+fn input_file(path: &Path) -> Result<InputFile> {
+    Ok(InputFile {
+        path: path.display().to_string(),
+        sha256: hashing::sha256_file(path)?,
+    })
+}
+
+/// The `site-packages` folder of the project's Python environment, which holds scikit-learn's
+/// and scikit-image's bundled data: `$OOD_SITE_PACKAGES` when set, else
+/// `<venv>/lib/python3.*/site-packages` of `$OOD_VENV`, else of the venv whose `bin/python` comes
+/// first on `PATH` (`. scripts/env` puts `.venv/bin` there).
+pub fn find_site_packages() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("OOD_SITE_PACKAGES") {
+        return Ok(PathBuf::from(p));
+    }
+    let venv = match std::env::var_os("OOD_VENV") {
+        Some(v) => Some(PathBuf::from(v)),
+        None => std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .find(|d| d.join("python").is_file() && d.join("activate").is_file())
+                .and_then(|bin| bin.parent().map(Path::to_path_buf))
+        }),
+    };
+    let venv = venv.ok_or_else(|| {
+        Error::Config(
+            "no Python virtual environment found for the demo's far-OOD images: run \
+             `bash scripts/setup && . scripts/env` (puts .venv/bin on PATH), or set OOD_VENV to \
+             the venv or OOD_SITE_PACKAGES to its site-packages folder"
+                .into(),
+        )
+    })?;
+    let lib = venv.join("lib");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&lib)
+        .map_err(|e| Error::io(&lib, e))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("site-packages"))
+        .filter(|p| p.is_dir())
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .ok_or_else(|| data_err(&lib, "no python3.*/site-packages folder in this venv"))
+}
+
+fn gray_to_rgb(gray: &[u8]) -> Vec<u8> {
+    gray.iter().flat_map(|&v| [v, v, v]).collect()
+}
+
+/// Fashion-MNIST split into held-in (relabelled `0..6`) and held-out images.
+fn read_fmnist(
+    dir: &Path,
+    split: &str,
+    inputs: &mut Vec<InputFile>,
+) -> Result<(ImageSet, ImageSet)> {
+    let images = dir.join(format!("{split}-images-idx3-ubyte.gz"));
+    let labels = dir.join(format!("{split}-labels-idx1-ubyte.gz"));
+    for p in [&images, &labels] {
+        if !p.is_file() {
+            return Err(data_err(
+                p,
+                "not found: Fashion-MNIST comes from the Debian package dataset-fashion-mnist \
+                 (bash scripts/setup installs it)",
+            ));
+        }
+        inputs.push(input_file(p)?);
+    }
+    let spec = DataSpec::Idx {
+        images: images.clone(),
+        labels: Some(labels),
+    };
+    let (mut inp, mut inl, mut outp, mut outl) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for s in spec.samples()? {
+        let s = s?;
+        let Pixels::Gray {
+            width: 28,
+            height: 28,
+            data,
+        } = s.pixels
+        else {
+            return Err(data_err(&images, "expected 28x28 grayscale images"));
+        };
+        if let Some(k) = HELD_IN.iter().position(|&c| c == s.label) {
+            inp.extend(gray_to_rgb(&data));
+            inl.push(k as i64);
+        } else {
+            outp.extend(gray_to_rgb(&data));
+            outl.push(s.label);
+        }
+    }
+    let set = |name: &str, pixels, labels| ImageSet {
+        name: name.to_string(),
+        group: None,
+        side: 28,
+        pixels,
+        labels: Some(labels),
+        source: images.display().to_string(),
+    };
+    Ok((set("in", inp, inl), set("out", outp, outl)))
+}
+
+/// The first `per_class` images of every label, in file order.
+fn per_class(set: &ImageSet, per_class: usize) -> ImageSet {
+    let labels = set.labels.as_ref().expect("labelled");
+    let mut counts = std::collections::HashMap::new();
+    let idx: Vec<usize> = (0..set.len())
+        .filter(|&i| {
+            let c = counts.entry(labels[i]).or_insert(0usize);
+            *c += 1;
+            *c <= per_class
+        })
+        .collect();
+    set.select(&idx)
+}
+
+/// A seeded random subset of at most `n` images, in their original order.
+fn subsample(set: &ImageSet, n: usize, rng: &mut ChaCha8Rng) -> ImageSet {
+    if set.len() <= n {
+        return set.clone();
+    }
+    let mut idx: Vec<usize> = (0..set.len()).collect();
+    idx.shuffle(rng);
+    idx.truncate(n);
+    idx.sort_unstable();
+    set.select(&idx)
+}
+
+/// scikit-learn's digits (`digits.csv.gz`: 64 values in 0..=16 and the label per line), ink
+/// bright on black like Fashion-MNIST, upsampled to `side` (PIL bilinear).
+fn read_digits(path: &Path, side: usize) -> Result<Vec<u8>> {
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).map_err(|e| Error::io(path, e))?)
+        .read_to_string(&mut text)
+        .map_err(|e| data_err(path, format!("not a gzip text file: {e}")))?;
+    let mut out = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let vals: Vec<f32> = line
+            .split(',')
+            .map(|v| v.trim().parse::<f32>())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| data_err(path, format!("line {}: {e}", i + 1)))?;
+        if vals.len() != 65 {
+            return Err(data_err(
+                path,
+                format!("line {}: expected 65 values, found {}", i + 1, vals.len()),
+            ));
+        }
+        let px: Vec<u8> = vals[..64]
+            .iter()
+            .map(|&v| (v.clamp(0.0, 16.0) * 255.0 / 16.0).round() as u8)
+            .collect();
+        let img = RgbImage::from_raw(8, 8, gray_to_rgb(&px)).expect("8x8x3 bytes");
+        out.extend(resize_bilinear_pil(&img, side as u32, side as u32).into_raw());
+    }
+    if out.is_empty() {
+        return Err(data_err(path, "no digits"));
+    }
+    Ok(out)
+}
+
+/// `n` seeded random square crops (side between 1/8 and 1/2 of the shorter side) of the given
+/// images in grayscale, resized to `side`; crop `i` comes from image `i mod len`.
+fn crops(paths: &[PathBuf], n: usize, side: usize, rng: &mut ChaCha8Rng) -> Result<Vec<u8>> {
+    let mut grays = Vec::new();
+    for p in paths {
+        let img = image::open(p)
+            .map_err(|e| data_err(p, format!("cannot decode image: {e}")))?
+            .to_luma8();
+        grays.push(img);
+    }
+    let mut out = Vec::with_capacity(n * side * side * 3);
+    for i in 0..n {
+        let g = &grays[i % grays.len()];
+        let (w, h) = g.dimensions();
+        let short = w.min(h);
+        let lo = (short / 8).max(side as u32 / 2).min(short);
+        let hi = (short / 2).max(lo);
+        let s = rng.gen_range(lo..=hi);
+        let x = rng.gen_range(0..=w - s);
+        let y = rng.gen_range(0..=h - s);
+        let crop = image::imageops::crop_imm(g, x, y, s, s).to_image();
+        let rgb = RgbImage::from_raw(s, s, gray_to_rgb(crop.as_raw())).expect("s*s*3 bytes");
+        out.extend(resize_bilinear_pil(&rgb, side as u32, side as u32).into_raw());
+    }
+    Ok(out)
+}
+
+/// Assembles the built-in benchmark (module doc) from the Fashion-MNIST idx files in `fmnist_dir`
+/// and the bundled data under `site_packages`, with the given sizes and seed.
+pub fn builtin_data(
+    fmnist_dir: &Path,
+    site_packages: &Path,
+    sizes: Sizes,
+    seed: u64,
+) -> Result<DemoData> {
+    let mut inputs = Vec::new();
+    let (train_in, _) = read_fmnist(fmnist_dir, "train", &mut inputs)?;
+    let (test_in, test_out) = read_fmnist(fmnist_dir, "t10k", &mut inputs)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6f6f_6464_656d_6f00);
+    let mut train = per_class(&train_in, sizes.train_per_class);
+    train.name = "fmnist6_train".into();
+    let mut test = per_class(&test_in, sizes.test_per_class);
+    test.name = "fmnist6_test".into();
+    let holdout = subsample(&test_out, sizes.ood_per_set, &mut rng);
+
+    let digits_path = site_packages.join("sklearn/datasets/data/digits.csv.gz");
+    if !digits_path.is_file() {
+        return Err(data_err(
+            &digits_path,
+            "not found: scikit-learn's bundled digits (bash scripts/setup installs scikit-learn \
+             into .venv)",
+        ));
+    }
+    inputs.push(input_file(&digits_path)?);
+    let digits = ImageSet {
+        name: "digits".into(),
+        group: Some(Group::Far),
+        side: 28,
+        pixels: read_digits(&digits_path, 28)?,
+        labels: None,
+        source: digits_path.display().to_string(),
+    };
+    let digits = subsample(&digits, sizes.ood_per_set, &mut rng);
+
+    let skdata = site_packages.join("skimage/data");
+    let mut crop_set = |name: &str, files: &[&str], rng: &mut ChaCha8Rng| -> Result<ImageSet> {
+        let mut paths = Vec::new();
+        for f in files {
+            let p = skdata.join(f);
+            if !p.is_file() {
+                return Err(data_err(
+                    &p,
+                    "not found: scikit-image's bundled images (bash scripts/setup installs \
+                     scikit-image into .venv)",
+                ));
+            }
+            inputs.push(input_file(&p)?);
+            paths.push(p);
+        }
+        Ok(ImageSet {
+            name: name.into(),
+            group: Some(Group::Far),
+            side: 28,
+            pixels: crops(&paths, sizes.ood_per_set, 28, rng)?,
+            labels: None,
+            source: format!("{} ({})", skdata.display(), files.join(", ")),
+        })
+    };
+    let textures = crop_set("textures", &TEXTURES, &mut rng)?;
+    let photos = crop_set("photos", &PHOTOS, &mut rng)?;
+
+    let base = subsample(&test, sizes.ood_per_set, &mut rng);
+    let jig = crate::jigsaw::jigsaw_set(&base.pixels, 28, 28, 3, 4, 1, &mut rng)?;
+    let jigsaw = ImageSet {
+        name: "jigsaw".into(),
+        group: Some(Group::Far),
+        side: 28,
+        pixels: jig,
+        labels: None,
+        source: "ID test images, 4x4 tiles shuffled (ood_nn::jigsaw)".into(),
+    };
+    Ok(DemoData {
+        train,
+        test,
+        ood: vec![
+            ImageSet {
+                name: "holdout".into(),
+                group: Some(Group::Near),
+                labels: None,
+                source: format!(
+                    "{} test images of the held-out classes {}",
+                    fmnist_dir.display(),
+                    HELD_OUT.map(|c| FMNIST_CLASSES[c as usize]).join(", ")
+                ),
+                ..holdout
+            },
+            digits,
+            textures,
+            photos,
+            jigsaw,
+        ],
+        classes: HELD_IN
+            .iter()
+            .map(|&c| FMNIST_CLASSES[c as usize].to_string())
+            .collect(),
+        inputs,
+    })
+}
+
+/// Reads a user data source into `side × side` RGB images (shorter side resized to `side`, PIL
+/// bilinear, then centre crop).
+pub fn read_spec(name: &str, spec: &DataSpec, side: usize) -> Result<ImageSet> {
+    let mut pixels = Vec::new();
+    let mut labels = Vec::new();
+    for s in spec.samples()? {
+        let s = s?;
+        labels.push(s.label);
+        let img = s.decode()?;
+        let (w, h) = img.dimensions();
+        let (nw, nh) = shorter_side_size(w, h, side as u32);
+        let img = if (nw, nh) != (w, h) {
+            resize_bilinear_pil(&img, nw, nh)
+        } else {
+            img
+        };
+        pixels.extend(center_crop(&img, side as u32, side as u32).into_raw());
+    }
+    if labels.is_empty() {
+        return Err(Error::Config(format!(
+            "{name}: no images in {}",
+            spec.to_spec_string()
+        )));
+    }
+    Ok(ImageSet {
+        name: name.into(),
+        group: None,
+        side,
+        pixels,
+        labels: Some(labels),
+        source: spec.to_spec_string(),
+    })
+}
+
+/// Assembles a benchmark from the user's own data: labelled training and test sets (class =
+/// label of the source, e.g. the sorted sub-folder names) and named OOD sets.
+pub fn custom_data(
+    train: &DataSpec,
+    test: &DataSpec,
+    ood: &[(String, Option<Group>, DataSpec)],
+    side: usize,
+) -> Result<DemoData> {
+    let mut inputs = Vec::new();
+    let mut fp = |spec: &DataSpec| -> Result<()> {
+        inputs.push(InputFile {
+            path: spec.to_spec_string(),
+            sha256: spec.fingerprint()?,
+        });
+        Ok(())
+    };
+    fp(train)?;
+    fp(test)?;
+    for (_, _, s) in ood {
+        fp(s)?;
+    }
+    let train_set = read_spec("id_train", train, side)?;
+    let test_set = read_spec("id_test", test, side)?;
+    let tl = train_set.labels.as_ref().expect("labelled");
+    if tl.iter().any(|&l| l < 0) {
+        return Err(Error::Config(format!(
+            "the training data {} must be labelled (a folder-per-class tree)",
+            train.to_spec_string()
+        )));
+    }
+    let classes = tl.iter().copied().max().unwrap_or(0) + 1;
+    if classes < 2 {
+        return Err(Error::Config(format!(
+            "the training data {} holds a single class; a classifier needs at least two",
+            train.to_spec_string()
+        )));
+    }
+    let names = train.classes().unwrap_or_default();
+    let mut sets = Vec::new();
+    for (name, group, spec) in ood {
+        let mut s = read_spec(name, spec, side)?;
+        s.group = *group;
+        s.labels = None;
+        sets.push(s);
+    }
+    Ok(DemoData {
+        train: train_set,
+        test: test_set,
+        ood: sets,
+        classes: (0..classes as usize)
+            .map(|i| names.get(i).cloned().unwrap_or_else(|| i.to_string()))
+            .collect(),
+        inputs,
+    })
+}
+
+/// How to train and extract.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunOptions {
+    /// akamaster ResNet depth (8 = one block per stage).
+    pub depth: usize,
+    /// Training recipe (cross-entropy).
+    pub train: TrainConfig,
+    /// Images per forward pass when extracting.
+    pub extract_batch: usize,
+}
+
+impl RunOptions {
+    /// The demo's recipe: ResNet-8, SGD (Nesterov, momentum 0.9, weight decay 5e-4), lr 0.1 with
+    /// a cosine schedule, batch 128, no augmentation.
+    pub fn new(epochs: usize, seed: u64) -> RunOptions {
+        RunOptions {
+            depth: 8,
+            train: TrainConfig {
+                epochs,
+                batch_size: 128,
+                lr: 0.1,
+                seed,
+                ..TrainConfig::default()
+            },
+            extract_batch: 500,
+        }
+    }
+}
+
+/// What [`run`] reports while it works.
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    /// One training step finished.
+    Train(&'a Step),
+    /// `done` of `total` images of set `name` extracted.
+    Extract {
+        /// Set name.
+        name: &'a str,
+        /// Images done.
+        done: usize,
+        /// Images in the set.
+        total: usize,
+    },
+}
+
+/// The files written by [`run`].
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoOutput {
+    /// ID training features (the detectors' fit data).
+    pub fit: PathBuf,
+    /// ID test features.
+    pub id_test: PathBuf,
+    /// OOD sets: name, group, feature file.
+    pub ood: Vec<(String, Option<Group>, PathBuf)>,
+    /// The classifier head.
+    pub head: PathBuf,
+    /// Trained weights (safetensors, akamaster names).
+    pub weights: PathBuf,
+    /// Training logs per epoch.
+    pub logs: Vec<EpochLog>,
+    /// Per-channel normalisation used (mean, std).
+    pub normalization: ([f32; 3], [f32; 3]),
+    /// Training wall time in seconds.
+    pub train_seconds: f64,
+}
+
+/// Per-channel mean and standard deviation of 8-bit RGB pixels, in `x/255` units.
+fn channel_stats(pixels: &[u8]) -> ([f32; 3], [f32; 3]) {
+    let mut sum = [0f64; 3];
+    let mut sq = [0f64; 3];
+    for px in pixels.chunks_exact(3) {
+        for c in 0..3 {
+            let v = px[c] as f64 / 255.0;
+            sum[c] += v;
+            sq[c] += v * v;
+        }
+    }
+    let n = (pixels.len() / 3).max(1) as f64;
+    let mut mean = [0f32; 3];
+    let mut std = [0f32; 3];
+    for c in 0..3 {
+        let m = sum[c] / n;
+        mean[c] = m as f32;
+        std[c] = ((sq[c] / n - m * m).max(1e-8).sqrt()) as f32;
+    }
+    (mean, std)
+}
+
+/// Normalised `(n, 3, side, side)` f32 tensor of a set.
+fn to_tensor(set: &ImageSet, mean: [f32; 3], std: [f32; 3]) -> Tensor {
+    let s = set.side as i64;
+    let x = Tensor::from_slice(&set.pixels)
+        .view([set.len() as i64, s, s, 3])
+        .permute([0, 3, 1, 2])
+        .to_kind(Kind::Float)
+        / 255.0;
+    let m = Tensor::from_slice(&mean).view([1, 3, 1, 1]);
+    let sd = Tensor::from_slice(&std).view([1, 3, 1, 1]);
+    ((x - m) / sd).contiguous()
+}
+
+fn extract_set(
+    net: &CifarResNet,
+    set: &ImageSet,
+    norm: ([f32; 3], [f32; 3]),
+    batch: usize,
+    progress: &mut dyn FnMut(&Event<'_>),
+) -> Result<Features> {
+    let x = to_tensor(set, norm.0, norm.1);
+    let n = set.len();
+    let (mut feats, mut logits) = (Vec::new(), Vec::new());
+    let (mut d, mut c) = (0, 0);
+    let mut lo = 0;
+    while lo < n {
+        let hi = (lo + batch.max(1)).min(n);
+        let out = tch::no_grad(|| net.forward_t(&x.narrow(0, lo as i64, (hi - lo) as i64), false));
+        let f = out.features.to_kind(Kind::Float).contiguous();
+        let l = out.logits.to_kind(Kind::Float).contiguous();
+        d = f.size()[1] as usize;
+        c = l.size()[1] as usize;
+        feats.extend(Vec::<f32>::try_from(f.flatten(0, -1))?);
+        logits.extend(Vec::<f32>::try_from(l.flatten(0, -1))?);
+        lo = hi;
+        progress(&Event::Extract {
+            name: &set.name,
+            done: hi,
+            total: n,
+        });
+    }
+    let emb = ndarray::Array2::from_shape_vec((n, d), feats)
+        .map_err(|e| Error::Config(format!("feature shape: {e}")))?;
+    let lg = ndarray::Array2::from_shape_vec((n, c), logits)
+        .map_err(|e| Error::Config(format!("logit shape: {e}")))?;
+    let mut f = Features::new(emb, lg, set.labels.clone())?;
+    f.metadata.insert("model".into(), net.name());
+    f.metadata.insert("layer".into(), "penultimate".into());
+    f.metadata.insert("dataset".into(), set.name.clone());
+    f.metadata.insert("source".into(), set.source.clone());
+    f.metadata.insert(
+        "preprocessing".into(),
+        format!(
+            "rgb {0}x{0} > x/255 > normalize(mean={1:?}, std={2:?})",
+            set.side, norm.0, norm.1
+        ),
+    );
+    Ok(f)
+}
+
+/// Trains the classifier on `data.train` (CPU, seeded) and writes into `dir` the weights
+/// (`model.safetensors`), the head (`head.safetensors`) and a feature file per set
+/// (`<name>.safetensors`: features, logits, labels). Files are written atomically.
+pub fn run(
+    data: &DemoData,
+    opts: &RunOptions,
+    dir: &Path,
+    progress: &mut dyn FnMut(&Event<'_>),
+) -> Result<DemoOutput> {
+    let classes = data.classes.len() as i64;
+    if data.train.is_empty() || data.test.is_empty() || data.ood.is_empty() {
+        return Err(Error::Config(
+            "the demo needs training images, ID test images and at least one OOD set".into(),
+        ));
+    }
+    for s in std::iter::once(&data.test).chain(&data.ood) {
+        if s.side != data.train.side {
+            return Err(Error::Config(format!(
+                "set {} has {}x{} images, the training set {}x{}",
+                s.name, s.side, s.side, data.train.side, data.train.side
+            )));
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    tch::manual_seed(opts.train.seed as i64);
+    let mut net = CifarResNet::new(opts.depth, classes, Device::Cpu)?;
+    let norm = channel_stats(&data.train.pixels);
+    let images = to_tensor(&data.train, norm.0, norm.1);
+    let labels = Tensor::from_slice(data.train.labels.as_ref().expect("labelled training set"));
+    let t0 = std::time::Instant::now();
+    let logs = {
+        let net_ref = &net;
+        crate::train::train(
+            net.var_store(),
+            &|x, train| net_ref.forward_t(x, train).logits,
+            &TrainData {
+                images: &images,
+                labels: &labels,
+                outliers: None,
+            },
+            &opts.train,
+            None,
+            false,
+            &mut |s| progress(&Event::Train(s)),
+        )?
+    };
+    let train_seconds = t0.elapsed().as_secs_f64();
+    drop(images);
+
+    let weights = dir.join("model.safetensors");
+    let tmp = ood_core::atomic_file::temp_path(&weights).with_extension("safetensors");
+    net.var_store_mut().save(&tmp).map_err(|e| Error::Weights {
+        path: tmp.clone(),
+        reason: e.to_string(),
+    })?;
+    std::fs::rename(&tmp, &weights).map_err(|e| Error::io(&weights, e))?;
+    let head = dir.join("head.safetensors");
+    net.head()?.save(&head)?;
+    let mut write = |set: &ImageSet| -> Result<PathBuf> {
+        let f = extract_set(&net, set, norm, opts.extract_batch, progress)?;
+        let p = dir.join(format!("{}.safetensors", set.name));
+        f.save(&p)?;
+        Ok(p)
+    };
+    let fit = write(&data.train)?;
+    let id_test = write(&data.test)?;
+    let mut ood = Vec::new();
+    for s in &data.ood {
+        ood.push((s.name.clone(), s.group, write(s)?));
+    }
+    Ok(DemoOutput {
+        fit,
+        id_test,
+        ood,
+        head,
+        weights,
+        logs,
+        normalization: norm,
+        train_seconds,
+    })
+}
