@@ -189,6 +189,31 @@ pub fn pinv(a: ArrayView2<'_, f64>) -> Result<Array2<f64>> {
     }))
 }
 
+/// Divides a row by its L2 norm (f64 accumulation; a zero row stays zero).
+pub fn normalize_in_place(r: &mut [f32]) {
+    let n = r
+        .iter()
+        .map(|&v| (v as f64) * (v as f64))
+        .sum::<f64>()
+        .sqrt();
+    if n > 0.0 {
+        let inv = (1.0 / n) as f32;
+        r.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+/// Each row divided by its L2 norm (zero rows stay zero), as a standard-layout array.
+pub fn normalize_rows(x: ArrayView2<'_, f32>) -> Array2<f32> {
+    let mut out = x.as_standard_layout().into_owned();
+    if out.ncols() > 0 {
+        out.as_slice_mut()
+            .expect("fresh standard-layout array")
+            .chunks_exact_mut(x.ncols())
+            .for_each(normalize_in_place);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

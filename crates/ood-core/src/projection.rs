@@ -13,7 +13,7 @@
 
 use crate::error::{Error, Result};
 use crate::features::Features;
-use crate::linalg::matmul_transb;
+use crate::linalg::{matmul_transb, normalize_rows};
 use crate::safetensors::{self, SafeTensorsFile, TensorToWrite};
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 use std::collections::BTreeMap;
@@ -98,17 +98,7 @@ impl Projection {
                 h.mapv_inplace(|v| v.max(0.0));
             }
         }
-        for mut row in h.rows_mut() {
-            let norm = row
-                .iter()
-                .map(|&v| (v as f64) * (v as f64))
-                .sum::<f64>()
-                .sqrt();
-            if norm > 0.0 {
-                row.mapv_inplace(|v| (v as f64 / norm) as f32);
-            }
-        }
-        Ok(h)
+        Ok(normalize_rows(h.view()))
     }
 
     /// Features whose embeddings are the projected, normalised embeddings; logits are
@@ -201,22 +191,6 @@ impl Projection {
         }
         safetensors::write(path.as_ref(), &tensors, &self.metadata)
     }
-}
-
-/// Rows scaled to unit L2 norm (zero rows stay zero).
-pub fn normalize_rows(x: ArrayView2<'_, f32>) -> Array2<f32> {
-    let mut out = x.to_owned();
-    for mut row in out.rows_mut() {
-        let norm = row
-            .iter()
-            .map(|&v| (v as f64) * (v as f64))
-            .sum::<f64>()
-            .sqrt();
-        if norm > 0.0 {
-            row.mapv_inplace(|v| (v as f64 / norm) as f32);
-        }
-    }
-    out
 }
 
 #[cfg(test)]

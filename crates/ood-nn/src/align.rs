@@ -197,7 +197,7 @@ pub fn fit_projection(
     let z = projection
         .apply(features)
         .map_err(|e| Error::Config(e.to_string()))?;
-    let tn = ood_core::projection::normalize_rows(anchors);
+    let tn = ood_core::linalg::normalize_rows(anchors);
     let sims = ood_core::linalg::matmul_transb(z.view(), tn.view());
     let hits = sims
         .rows()

@@ -36,7 +36,7 @@
 use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores};
 use crate::error::{Error, Result};
 use crate::features::{DEFAULT_CHUNK_ROWS, Features, FitData, Head};
-use crate::linalg::gemm_nt_into;
+use crate::linalg::{gemm_nt_into, normalize_in_place, normalize_rows};
 use ndarray::{Array1, Array2, ArrayView2};
 use rand::SeedableRng;
 use rayon::prelude::*;
@@ -278,30 +278,6 @@ impl Bank {
 
 fn sq_norm(r: &[f32]) -> f32 {
     r.iter().map(|&v| v * v).sum()
-}
-
-fn normalize_in_place(r: &mut [f32]) {
-    let n = r
-        .iter()
-        .map(|&v| (v as f64) * (v as f64))
-        .sum::<f64>()
-        .sqrt();
-    if n > 0.0 {
-        let inv = (1.0 / n) as f32;
-        r.iter_mut().for_each(|v| *v *= inv);
-    }
-}
-
-/// Each row divided by its L2 norm (zero rows stay zero), as a standard-layout array.
-pub(crate) fn normalize_rows(x: ArrayView2<'_, f32>) -> Array2<f32> {
-    let mut out = x.as_standard_layout().into_owned();
-    if out.ncols() > 0 {
-        out.as_slice_mut()
-            .expect("fresh standard-layout array")
-            .chunks_exact_mut(x.ncols())
-            .for_each(normalize_in_place);
-    }
-    out
 }
 
 /// What the search ranks by (it keeps the smallest keys).

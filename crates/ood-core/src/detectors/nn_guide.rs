@@ -18,10 +18,11 @@
 //! The exact inner-product search is the blocked GEMM + top-k of `knn.rs` (largest inner
 //! products). Checked against NumPy + faiss `IndexFlatIP` (`tests/data/posthoc_reference_b.py`).
 
-use super::knn::{Bank, Metric, Tiles, normalize_rows, search_smallest};
+use super::knn::{Bank, Metric, Tiles, search_smallest};
 use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores, logsumexp};
 use crate::error::{Error, Result};
 use crate::features::{Features, FitData, Head};
+use crate::linalg::normalize_rows;
 use ndarray::Array1;
 use serde::{Deserialize, Serialize};
 
