@@ -13,13 +13,14 @@
 //! linear layer, so `Projection::apply` equals the network in eval mode.
 
 use crate::error::{Error, Result};
+use crate::losses::tagfog;
 use ndarray::{Array1, Array2, ArrayView2};
 use ood_core::projection::{Linear, Projection};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use tch::nn::{self, Module, ModuleT, OptimizerConfig};
+use tch::nn::{self, ModuleT, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
 /// Hyper-parameters of [`fit_projection`].
@@ -49,17 +50,10 @@ impl Default for AlignConfig {
     }
 }
 
-/// TagFog's `L_CI`: mean over all rows of `−log softmax(⟨z_i, t_c⟩/τ)[y_i]` for `y_i < K` and 0 for
-/// `y_i ≥ K`. `z` `(b, a)` and `anchors` `(K, a)` are L2-normalised here; `y` is int64 `(b)`.
+/// TagFog's `L_CI` ([`tagfog::anchor_alignment`]) on raw rows: `z` `(b, a)` and `anchors`
+/// `(K, a)` are L2-normalised first; `y` is int64 `(b)`, rows with `y ≥ K` count as 0.
 pub fn anchor_loss(z: &Tensor, anchors: &Tensor, y: &Tensor, temperature: f64) -> Tensor {
-    let k = anchors.size()[0];
-    let zn = normalize(z);
-    let tn = normalize(anchors);
-    let logp = (zn.matmul(&tn.tr()) / temperature).log_softmax(-1, Kind::Float);
-    let is_id = y.lt(k);
-    let safe_y = y.where_self(&is_id, &Tensor::zeros_like(y));
-    let picked = logp.gather(1, &safe_y.unsqueeze(1), false).squeeze_dim(1);
-    -(picked * is_id.to_kind(Kind::Float)).mean(Kind::Float)
+    tagfog::anchor_alignment(&normalize(z), &normalize(anchors), y, temperature)
 }
 
 fn normalize(x: &Tensor) -> Tensor {
@@ -134,13 +128,7 @@ pub fn fit_projection(
     tch::manual_seed(cfg.seed as i64);
     let vs = nn::VarStore::new(Device::Cpu);
     let root = vs.root();
-    let (d, h, a) = (d as i64, 2 * d as i64, anchors.ncols() as i64);
-    let lin1 = nn::linear(&root / "0", d, h, Default::default());
-    let bn = nn::batch_norm1d(&root / "1", h, Default::default());
-    let lin2 = nn::linear(&root / "3", h, a, Default::default());
-    let forward = |x: &Tensor, train: bool| -> Tensor {
-        lin2.forward(&bn.forward_t(&lin1.forward(x), train).relu())
-    };
+    let g = tagfog::projection(&root, d as i64, anchors.ncols() as i64);
     let x = tensor2(features);
     let y = Tensor::from_slice(labels);
     let t = tensor2(anchors);
@@ -158,7 +146,7 @@ pub fn fit_projection(
         for chunk in order.chunks(cfg.batch_size).filter(|c| c.len() >= 2) {
             let idx = Tensor::from_slice(chunk);
             let loss = anchor_loss(
-                &forward(&x.index_select(0, &idx), true),
+                &g.forward_t(&x.index_select(0, &idx), true),
                 &t,
                 &y.index_select(0, &idx),
                 cfg.temperature,
@@ -179,18 +167,19 @@ pub fn fit_projection(
     }
     // Fold eval-mode BatchNorm into the first linear layer: y = γ (W x + b − μ)/√(σ² + ε) + β.
     let _guard = tch::no_grad_guard();
-    let scale = bn.ws.as_ref().expect("affine batch norm") / (&bn.running_var + 1e-5).sqrt();
-    let w1 = &lin1.ws * scale.unsqueeze(1);
-    let b1 = (lin1.bs.as_ref().expect("bias") - &bn.running_mean) * &scale
-        + bn.bs.as_ref().expect("affine batch norm");
+    let vars = vs.variables();
+    let var = |name: &str| vars.get(name).expect("variable of tagfog::projection");
+    let scale = var("1.weight") / (var("1.running_var") + 1e-5).sqrt();
+    let w1 = var("0.weight") * scale.unsqueeze(1);
+    let b1 = (var("0.bias") - var("1.running_mean")) * &scale + var("1.bias");
     let projection = Projection::new(vec![
         Linear {
             weight: array2(&w1)?,
             bias: array1(&b1)?,
         },
         Linear {
-            weight: array2(&lin2.ws)?,
-            bias: array1(lin2.bs.as_ref().expect("bias"))?,
+            weight: array2(var("3.weight"))?,
+            bias: array1(var("3.bias"))?,
         },
     ])
     .map_err(|e| Error::Config(format!("fitted projection: {e}")))?;
