@@ -132,7 +132,7 @@ fn svg_frame(
     let _ = write!(
         s,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{tw}" height="{th}" viewBox="0 0 {tw} {th}" font-family="sans-serif" font-size="10">"#,
-        tw = W + PAD + 10.0,
+        tw = W + PAD + 26.0,
         th = H + PAD + 20.0
     );
     let _ = write!(
@@ -340,7 +340,7 @@ pub fn html(title: &str, result: &BenchmarkResult, config: &Value) -> Result<Str
          body{{font-family:sans-serif;margin:24px;color:#222}} table{{border-collapse:collapse;font-size:13px}}\
          td,th{{padding:3px 9px;border-bottom:1px solid #ddd;text-align:right}} td.l,th.l{{text-align:left}}\
          tr.mean td{{font-weight:bold;background:#f3f6fb}} .grid{{display:flex;flex-wrap:wrap;gap:12px}}\
-         pre{{background:#f6f6f6;padding:10px;font-size:11px;overflow:auto}} h2{{margin-top:28px}}</style></head><body>\
+         pre{{background:#f6f6f6;padding:10px;font-size:11px;overflow:auto}} h2{{margin-top:28px}} th small{{font-weight:normal;color:#666}} summary{{cursor:pointer;color:#245;margin:6px 0}}</style></head><body>\
          <h1>{t}</h1>",
         t = esc(title)
     );
@@ -356,32 +356,7 @@ pub fn html(title: &str, result: &BenchmarkResult, config: &Value) -> Result<Str
         result.convention
     );
     let rank = ranking(result);
-    h.push_str("<h2>Detectors ranked by mean AUROC</h2><table><tr><th class=l>#</th><th class=l>detector</th><th>mean AUROC</th></tr>");
-    for (i, (d, a)) in rank.iter().enumerate() {
-        let _ = write!(
-            h,
-            "<tr><td class=l>{}</td><td class=l>{}</td><td>{}</td></tr>",
-            i + 1,
-            esc(d),
-            pct(*a)
-        );
-    }
-    h.push_str("</table><h2>Results</h2><table><tr><th class=l>detector</th><th class=l>dataset</th><th class=l>group</th><th>FPR@95</th><th>AUROC</th><th>AUPR-In</th><th>AUPR-Out</th></tr>");
-    for r in &result.rows {
-        let _ = write!(
-            h,
-            "<tr{}><td class=l>{}</td><td class=l>{}</td><td class=l>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            if r.is_mean { " class=mean" } else { "" },
-            esc(&r.detector),
-            esc(&r.dataset),
-            r.group.map(|g| g.to_string()).unwrap_or_default(),
-            pct(r.fpr95),
-            pct(r.auroc),
-            pct(r.aupr_in),
-            pct(r.aupr_out)
-        );
-    }
-    h.push_str("</table>");
+    h.push_str(&overview_table(result, &rank));
     let top: Vec<&str> = rank.iter().take(3).map(|(d, _)| d.as_str()).collect();
     if let Some(first) = result.scores.first() {
         h.push_str("<h2>ROC curves (best three detectors)</h2><div class=grid>");
@@ -430,10 +405,146 @@ pub fn html(title: &str, result: &BenchmarkResult, config: &Value) -> Result<Str
             h.push_str("</div>");
         }
     }
+    let _ = write!(
+        h,
+        "<h2>All metrics</h2><details><summary>FPR@95, AUROC, AUPR-In and AUPR-Out of every detector \
+         on every set ({} rows; bold rows are near/far means)</summary><table><tr><th class=l>detector</th>\
+         <th class=l>dataset</th><th class=l>group</th><th>FPR@95</th><th>AUROC</th><th>AUPR-In</th>\
+         <th>AUPR-Out</th></tr>",
+        result.rows.len()
+    );
+    for r in &result.rows {
+        let _ = write!(
+            h,
+            "<tr{}><td class=l>{}</td><td class=l>{}</td><td class=l>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            if r.is_mean { " class=mean" } else { "" },
+            esc(&r.detector),
+            esc(&r.dataset),
+            r.group.map(|g| g.to_string()).unwrap_or_default(),
+            pct(r.fpr95),
+            pct(r.auroc),
+            pct(r.aupr_in),
+            pct(r.aupr_out)
+        );
+    }
+    h.push_str("</table></details>");
     let _ = writeln!(
         h,
-        "<h2>Configuration and inputs</h2><pre>{}</pre></body></html>",
+        "<h2>Configuration and inputs</h2><details><summary>Resolved parameters of every detector and \
+         the SHA-256 of every input</summary><pre>{}</pre></details></body></html>",
         esc(&serde_json::to_string_pretty(config).expect("JSON values serialise"))
     );
     Ok(h)
+}
+
+/// Background colour of an AUROC cell: red at 0.5 (or below), yellow at 0.75, green at 1.
+fn auroc_colour(a: f64) -> String {
+    let t = ((a - 0.5) / 0.5).clamp(0.0, 1.0);
+    format!("hsl({:.0},70%,{:.0}%)", 120.0 * t, 88.0 - 6.0 * t)
+}
+
+/// The overview: detectors ranked by mean AUROC, one AUROC column per OOD set (heat-coloured), the
+/// near/far mean AUROC and FPR@95; the best value of each column in bold.
+fn overview_table(result: &BenchmarkResult, rank: &[(String, f64)]) -> String {
+    let mut sets: Vec<(String, Option<crate::benchmark::Group>)> = Vec::new();
+    for r in result.rows.iter().filter(|r| !r.is_mean) {
+        if !sets.iter().any(|(n, _)| *n == r.dataset) {
+            sets.push((r.dataset.clone(), r.group));
+        }
+    }
+    let means: Vec<String> = result
+        .rows
+        .iter()
+        .filter(|r| r.is_mean)
+        .map(|r| r.dataset.clone())
+        .fold(Vec::new(), |mut v, d| {
+            if !v.contains(&d) {
+                v.push(d);
+            }
+            v
+        });
+    let find = |det: &str, set: &str| {
+        result
+            .rows
+            .iter()
+            .find(|r| r.detector == det && r.dataset == set)
+    };
+    // Columns: (header, dataset, metric is AUROC (higher better) or FPR (lower better)).
+    let mut cols: Vec<(String, String, bool)> = sets
+        .iter()
+        .map(|(n, g)| {
+            let g = g
+                .map(|g| format!("<br><small>{g}</small>"))
+                .unwrap_or_default();
+            (format!("{}{g}", esc(n)), n.clone(), true)
+        })
+        .collect();
+    for m in &means {
+        cols.push((
+            format!("{}<br><small>AUROC</small>", esc(m)),
+            m.clone(),
+            true,
+        ));
+    }
+    for m in &means {
+        cols.push((
+            format!("{}<br><small>FPR@95</small>", esc(m)),
+            m.clone(),
+            false,
+        ));
+    }
+    let value = |det: &str, (_, set, auroc): &(String, String, bool)| {
+        find(det, set).map(|r| if *auroc { r.auroc } else { r.fpr95 })
+    };
+    let best: Vec<Option<f64>> = cols
+        .iter()
+        .map(|c| {
+            let vals = rank.iter().filter_map(|(d, _)| value(d, c));
+            if c.2 {
+                vals.reduce(f64::max)
+            } else {
+                vals.reduce(f64::min)
+            }
+        })
+        .collect();
+    let mut h = String::from(
+        "<h2>Overview</h2><p>Detectors ranked by mean AUROC over the OOD sets; one AUROC column per \
+         set (green = separates well, red = chance), then the near/far means. Best of each column in \
+         bold.</p><table><tr><th class=l>#</th><th class=l>detector</th><th>mean<br><small>AUROC</small></th>",
+    );
+    for (head, _, _) in &cols {
+        let _ = write!(h, "<th>{head}</th>");
+    }
+    h.push_str("</tr>");
+    for (i, (d, mean)) in rank.iter().enumerate() {
+        let _ = write!(
+            h,
+            "<tr><td class=l>{}</td><td class=l>{}</td><td style=\"background:{}\">{}</td>",
+            i + 1,
+            esc(d),
+            auroc_colour(*mean),
+            pct(*mean)
+        );
+        for (c, b) in cols.iter().zip(&best) {
+            match value(d, c) {
+                Some(v) => {
+                    let style = if c.2 {
+                        format!(" style=\"background:{}\"", auroc_colour(v))
+                    } else {
+                        String::new()
+                    };
+                    let text = if Some(v) == *b {
+                        format!("<b>{}</b>", pct(v))
+                    } else {
+                        pct(v)
+                    };
+                    let _ = write!(h, "<td{style}>{text}</td>");
+                }
+                None => h.push_str("<td></td>"),
+            }
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("</table>");
+    h
 }

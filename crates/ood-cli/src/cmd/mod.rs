@@ -6,6 +6,7 @@ use anyhow::Result;
 mod align;
 mod bench;
 mod common;
+mod demo;
 mod embed_text;
 mod eval;
 mod example;
@@ -28,6 +29,7 @@ pub fn run(cli: Cli) -> Result<()> {
             convention,
             json,
         } => metrics::run(&id, &ood, &convention, json),
+        Command::Demo(a) => demo::run(a),
         Command::Extract(a) => extract::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Align(a) => align::run(&a).map(|_| ()),
