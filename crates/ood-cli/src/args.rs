@@ -199,9 +199,9 @@ pub struct EvalArgs {
     pub run: RunArgs,
 }
 
-/// Options shared by every command that runs a benchmark.
+/// Which detectors run, with which parameters, under which metric convention.
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub struct DetectorArgs {
     /// Comma-separated detector names, or `all`.
     #[arg(long, default_value = "all")]
     pub detectors: String,
@@ -212,6 +212,13 @@ pub struct RunArgs {
     /// hendrycks (NegLabel/MCM: argmin rule, average precision), knn (KNN-OOD code).
     #[arg(long, default_value = "openood")]
     pub convention: String,
+}
+
+/// Options shared by every command that runs a benchmark.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub select: DetectorArgs,
     /// Tune each detector by OpenOOD's automatic parameter search on --val-id / --val-ood.
     #[arg(long, requires_all = ["val_id", "val_ood"])]
     pub sweep: bool,
@@ -296,15 +303,8 @@ pub struct DemoArgs {
 /// The benchmark options of `ood demo` (as `ood eval`, without the parameter search).
 #[derive(Debug, Args)]
 pub struct DemoRunArgs {
-    /// Comma-separated detector names, or `all`.
-    #[arg(long, default_value = "all")]
-    pub detectors: String,
-    /// Parameter override `DETECTOR.KEY=VALUE` (repeatable), e.g. `knn.k=100`.
-    #[arg(long = "param", value_name = "DETECTOR.KEY=VALUE")]
-    pub params: Vec<String>,
-    /// Metric convention: openood, classic, hendrycks or knn.
-    #[arg(long, default_value = "openood")]
-    pub convention: String,
+    #[command(flatten)]
+    pub select: DetectorArgs,
     /// Also write the JSON result object (as `ood bench --json`) to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,

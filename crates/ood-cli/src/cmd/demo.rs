@@ -7,7 +7,6 @@ use crate::cmd::eval::{self, Inputs, Options};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use ood_core::benchmark::Group;
-use ood_core::metrics::Convention;
 use ood_nn::data::DataSpec;
 use ood_nn::demo::{self, DemoData, Event, RunOptions, Sizes};
 use serde_json::json;
@@ -91,12 +90,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         );
     }
     // Resolve the detector list before the minutes of training, so that a typo fails at once.
-    let detectors = eval::parse_detectors(&a.run.detectors, &a.run.params, None)?;
-    let convention: Convention = a
-        .run
-        .convention
-        .parse()
-        .with_context(|| format!("--convention {}", a.run.convention))?;
+    let (detectors, convention) = eval::resolve_detectors(&a.run.select, None)?;
 
     let sizes = if a.quick { Sizes::QUICK } else { Sizes::FULL };
     let data = assemble(&a, sizes)?;

@@ -1,7 +1,7 @@
 //! `ood eval`: evaluate detectors on cached features and write the table, CSV, JSON, config and
 //! HTML report. `ood example` (and later `ood bench`) reuse [`execute`].
 
-use crate::args::{EvalArgs, RunArgs};
+use crate::args::{DetectorArgs, EvalArgs, RunArgs};
 use crate::cmd::common::{load_features, load_head, parse_key_values};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -58,11 +58,7 @@ pub struct VisionLanguage {
 
 /// Resolves `--detectors`, `--param`, `--convention` and the sweep options.
 pub fn resolve(run: &RunArgs) -> Result<Options> {
-    let detectors = parse_detectors(&run.detectors, &run.params, run.negatives.as_deref())?;
-    let convention: Convention = run
-        .convention
-        .parse()
-        .with_context(|| format!("--convention {}", run.convention))?;
+    let (detectors, convention) = resolve_detectors(&run.select, run.negatives.as_deref())?;
     let sweep = match (&run.val_id, &run.val_ood, run.sweep) {
         (Some(i), Some(o), true) => Some((i.clone(), o.clone())),
         _ => None,
@@ -75,6 +71,20 @@ pub fn resolve(run: &RunArgs) -> Result<Options> {
         json: run.json.clone(),
         vision_language: None,
     })
+}
+
+/// Resolves `--detectors`, `--param` (with negative labels for `neg_label` when given) and
+/// `--convention`.
+pub fn resolve_detectors(
+    a: &DetectorArgs,
+    negatives: Option<&Path>,
+) -> Result<(Vec<DetectorSpec>, Convention)> {
+    let detectors = parse_detectors(&a.detectors, &a.params, negatives)?;
+    let convention: Convention = a
+        .convention
+        .parse()
+        .with_context(|| format!("--convention {}", a.convention))?;
+    Ok((detectors, convention))
 }
 
 /// Loads negative-label embeddings into every `neg_label` spec.
