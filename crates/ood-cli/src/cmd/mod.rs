@@ -14,6 +14,8 @@ mod list;
 mod metrics;
 mod neglabel;
 mod score;
+mod jigsaw;
+mod train;
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
@@ -33,5 +35,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Align(a) => align::run(&a).map(|_| ()),
         Command::EmbedText(args) => embed_text::run(&args),
         Command::Neglabel { command } => neglabel::run(command),
+        Command::Train(a) => train::run(&a),
+        Command::Jigsaw(a) => jigsaw::run(&a),
     }
 }
