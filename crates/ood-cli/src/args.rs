@@ -459,9 +459,14 @@ pub struct TrainArgs {
     /// Seed (initialisation, shuffling, augmentation, jigsaws).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Use only the first N training images (and N outliers): smoke runs.
+    /// Use only the first N training images (and N outliers): smoke runs. Folder trees are
+    /// class-major, so the first N may hold few classes: see --sample.
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
+    /// Train on a seeded random subset of N of the (--limit) training images (and N outliers),
+    /// kept in file order: a small run over every class.
+    #[arg(long, value_name = "N")]
+    pub sample: Option<usize>,
     /// Torch intra-op threads (default: torch's choice).
     #[arg(long)]
     pub threads: Option<i32>,

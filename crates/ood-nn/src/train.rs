@@ -240,7 +240,7 @@ fn augment_batch(x: &Tensor, aug: &Augment, rng: &mut ChaCha8Rng) -> Tensor {
 }
 
 /// Seeded PyTorch-style initialisation of the linear layers under `prefix` (`U(±1/√fan_in)` for
-/// weight and bias), so that runs in parallel threads do not depend on libtorch's global RNG.
+/// weight and bias; BatchNorm weight 1, bias 0), so that runs in parallel threads do not depend on libtorch's global RNG.
 fn init_linears(vs: &nn::VarStore, prefix: &str, seed: u64) {
     let vars: BTreeMap<String, Tensor> = vs
         .variables()
@@ -260,14 +260,16 @@ fn init_linears(vs: &nn::VarStore, prefix: &str, seed: u64) {
             let Some(w) = vars.get(&format!("{base}.weight")) else {
                 continue;
             };
+            let mut v = var.shallow_clone();
             if w.dim() != 2 {
-                continue; // BatchNorm affine parameters keep 1 / 0
+                // BatchNorm affine parameters: PyTorch's 1 / 0 (tch's default weight is U(0, 1)).
+                let _ = v.fill_(if name.ends_with(".weight") { 1.0 } else { 0.0 });
+                continue;
             }
             let bound = 1.0 / (w.size()[1] as f64).sqrt();
             let vals: Vec<f32> = (0..var.numel())
                 .map(|_| rng.gen_range(-bound..bound) as f32)
                 .collect();
-            let mut v = var.shallow_clone();
             v.copy_(&Tensor::from_slice(&vals).view(var.size().as_slice()));
         }
     });

@@ -174,13 +174,16 @@ fn train_every_method_reduces_the_loss() {
     let jig = jigsaws(&px);
     let noise = noise_outliers();
     let a = anchors();
-    let methods: Vec<(Method, f64)> = vec![
-        (Method::CrossEntropy, 0.6),
+    // (method, bound on last/first loss, least final accuracy); TagFog's accuracy is over K+1
+    // classes, jigsaws of these 8x8 images (2x2 tiles) included.
+    let methods: Vec<(Method, f64, f64)> = vec![
+        (Method::CrossEntropy, 0.6, 0.9),
         (
             Method::OutlierExposure {
                 weight: 0.5,
                 outlier_ratio: 1.0,
             },
+            0.8,
             0.8,
         ),
         (
@@ -190,12 +193,13 @@ fn train_every_method_reduces_the_loss() {
                 mix: mixoe::Mix::Mixup,
             },
             0.8,
+            0.9,
         ),
-        (Method::supcon(), 0.9),
-        (Method::reweightood(), 0.9),
-        (Method::tagfog(), 0.8),
+        (Method::supcon(), 0.8, 0.95),
+        (Method::reweightood(), 0.7, 0.95),
+        (Method::tagfog(), 0.8, 0.5),
     ];
-    for (method, ratio) in methods {
+    for (method, ratio, min_acc) in methods {
         let tagfog = matches!(method, Method::TagFog(_));
         let m = tiny(if tagfog { CLASSES + 1 } else { CLASSES });
         let fwd = |x: &Tensor, t: bool| m.fwd(x, t);
@@ -230,7 +234,7 @@ fn train_every_method_reduces_the_loss() {
             "{method:?}: last-epoch loss {last} is not below {ratio} x first {first}"
         );
         assert!(
-            logs[5].accuracy > logs[0].accuracy && logs[5].accuracy > 0.6,
+            logs[5].accuracy > logs[0].accuracy + 0.2 && logs[5].accuracy >= min_acc,
             "{method:?}: accuracy {} -> {}",
             logs[0].accuracy,
             logs[5].accuracy

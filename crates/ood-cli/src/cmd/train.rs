@@ -75,6 +75,27 @@ pub fn read_images(spec: &DataSpec, side: u32, limit: Option<usize>) -> Result<I
     Ok(Images { pixels, labels })
 }
 
+/// A seeded random subset of `n` images (all when there are fewer), in their original order.
+fn subsample(set: Images, n: usize, side: usize, seed: u64) -> Images {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    if set.len() <= n {
+        return set;
+    }
+    let mut idx: Vec<usize> = (0..set.len()).collect();
+    idx.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+    idx.truncate(n);
+    idx.sort_unstable();
+    let size = side * side * 3;
+    Images {
+        pixels: idx
+            .iter()
+            .flat_map(|&i| set.pixels[i * size..(i + 1) * size].iter().copied())
+            .collect(),
+        labels: idx.iter().map(|&i| set.labels[i]).collect(),
+    }
+}
+
 /// Normalised `(n, 3, side, side)` f32 tensor of 8-bit HWC images.
 pub fn to_tensor(pixels: &[u8], side: usize, mean: [f32; 3], std: [f32; 3]) -> Tensor {
     let s = side as i64;
@@ -133,6 +154,17 @@ fn with_network<T>(
     use ood_nn::Network;
     use ood_nn::models::{akamaster, cifar_resnet, wrn};
     let load = |vs: &mut nn::VarStore| -> Result<()> {
+        // BatchNorm weights start at 1 as in PyTorch (tch's default is U(0, 1)).
+        let vars = vs.variables();
+        tch::no_grad(|| {
+            for (name, var) in &vars {
+                if let Some(base) = name.strip_suffix(".weight")
+                    && vars.contains_key(&format!("{base}.running_mean"))
+                {
+                    let _ = var.shallow_clone().fill_(1.0);
+                }
+            }
+        });
         if let Some(p) = init {
             load_safetensors(vs, p).with_context(|| {
                 format!("--init {}: the weights do not fit {model}", p.display())
@@ -378,8 +410,8 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         }
         tch::set_num_threads(t);
     }
-    if a.limit == Some(0) {
-        bail!("--limit must be at least 1");
+    if a.limit == Some(0) || a.sample == Some(0) {
+        bail!("--limit and --sample must be at least 1");
     }
     let device = super::extract::parse_device(&a.device)?;
     let (spec, head_name) = input_spec(&a.model)?;
@@ -404,8 +436,11 @@ pub fn run(a: &TrainArgs) -> Result<()> {
 
     let t_read = Instant::now();
     let side = spec.size;
-    let train_set = read_images(&data_spec, side, a.limit)
+    let mut train_set = read_images(&data_spec, side, a.limit)
         .with_context(|| format!("reading --data {}", a.data))?;
+    if let Some(n) = a.sample {
+        train_set = subsample(train_set, n, side as usize, a.seed ^ 0x5355_4253);
+    }
     if let Some(bad) = train_set.labels.iter().find(|&&l| l < 0) {
         bail!(
             "--data {}: unlabelled images (label {bad}); training needs a labelled source such as \
@@ -428,11 +463,14 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     }
     let mut jigsaw_source = serde_json::Value::Null;
     let outliers_u8: Option<Vec<u8>> = match (&outlier_spec, tagfog) {
-        (Some(s), _) => Some(
-            read_images(s, side, a.limit)
-                .with_context(|| format!("reading --outliers {}", s.to_spec_string()))?
-                .pixels,
-        ),
+        (Some(s), _) => {
+            let mut o = read_images(s, side, a.limit)
+                .with_context(|| format!("reading --outliers {}", s.to_spec_string()))?;
+            if let Some(n) = a.sample {
+                o = subsample(o, n, side as usize, a.seed ^ 0x4f55_5453);
+            }
+            Some(o.pixels)
+        }
         (None, true) => {
             use rand::SeedableRng;
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(a.seed ^ 0x6a69_6773_6177);
@@ -553,6 +591,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         "num_images": train_set.len(),
         "num_outliers": outliers_u8.as_ref().map(|o| o.len() / (3 * (side * side) as usize)),
         "limit": a.limit,
+        "sample": a.sample,
         "jigsaw": jigsaw_source,
         "anchors": anchor_info,
         "inputs": inputs,
