@@ -188,9 +188,6 @@ fn train_every_method_exports_loadable_weights() {
         if method != "ce" && method != "supcon" && method != "reweightood" {
             args.extend(["--outliers", &jig_spec]);
         }
-        if method == "mixoe" {
-            args.extend(["--batch-size", "12"]);
-        }
         if method == "tagfog" {
             args.extend(["--anchors", anchors.to_str().unwrap()]);
         }
