@@ -107,13 +107,17 @@ fn jigsaw_writes_seeded_tile_permutations() {
         let mut got: Vec<Vec<u8>> = (0..16).map(|t| tile(&ia, t % 4, t / 4)).collect();
         want.sort();
         got.sort();
-        assert_eq!(got, want, "jigsaw {i} is a permutation of its source's tiles");
+        assert_eq!(
+            got, want,
+            "jigsaw {i} is a permutation of its source's tiles"
+        );
     }
-    assert!(differs >= 18, "another seed gives other permutations ({differs}/20)");
-    let cfg: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(out_a.join("jigsaw.config.json")).unwrap(),
-    )
-    .unwrap();
+    assert!(
+        differs >= 18,
+        "another seed gives other permutations ({differs}/20)"
+    );
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_a.join("jigsaw.config.json")).unwrap()).unwrap();
     assert_eq!(cfg["count"], 20);
     // A non-empty output folder is refused, naming it.
     let o = ood(&["jigsaw", "--data", &spec, "--out", out_a.to_str().unwrap()]);
@@ -193,8 +197,7 @@ fn train_every_method_exports_loadable_weights() {
         }
         ok(ood(&args));
         let cfg: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(out.join("train.config.json")).unwrap())
-                .unwrap();
+            serde_json::from_slice(&std::fs::read(out.join("train.config.json")).unwrap()).unwrap();
         let epochs = cfg["epochs"].as_array().unwrap();
         assert_eq!(epochs.len(), 3, "{method}");
         for e in epochs {
@@ -259,7 +262,11 @@ fn train_bad_inputs_exit_2_naming_the_file() {
     args.extend(["--init", bad_init.to_str().unwrap()]);
     let o = ood(&args);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("bad_init.safetensors"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("bad_init.safetensors"),
+        "{}",
+        stderr(&o)
+    );
 
     let anchors = tmp.path().join("two_anchors.safetensors");
     write_anchors(&anchors, 2, 6);
@@ -267,7 +274,11 @@ fn train_bad_inputs_exit_2_naming_the_file() {
     args.extend(["--anchors", anchors.to_str().unwrap()]);
     let o = ood(&args);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("2 text anchors for 3 classes"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("2 text anchors for 3 classes"),
+        "{}",
+        stderr(&o)
+    );
 
     let o = ood(&train_args("oe", &spec, out_s));
     assert_eq!(o.status.code(), Some(2));

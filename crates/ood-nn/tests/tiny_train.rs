@@ -152,7 +152,7 @@ fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
         images: &x,
         labels: &y,
         outliers: None,
-            anchors: None,
+        anchors: None,
     };
     let full = tiny();
     let f1 = |x: &Tensor, t: bool| full.fwd(x, t);
@@ -301,7 +301,7 @@ fn mixoe_trains_and_resumes_exactly() {
         images: &x,
         labels: &y,
         outliers: Some(&outliers),
-            anchors: None,
+        anchors: None,
     };
     let mut c = cfg(4);
     c.method = Method::MixOe {

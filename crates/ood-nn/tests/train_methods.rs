@@ -262,20 +262,40 @@ fn assert_resume_exact(c: &TrainConfig, outputs: i64, data: &TrainData<'_>) {
     let part = tiny(outputs);
     let f2 = |x: &Tensor, t: bool| part.fwd(x, t);
     let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        train(&part.vs, &f2, data, c, Some(dir.path()), false, &mut |s: &Step| {
-            if s.epoch == 3 && s.step == 2 {
-                panic!("simulated kill");
-            }
-        })
+        train(
+            &part.vs,
+            &f2,
+            data,
+            c,
+            Some(dir.path()),
+            false,
+            &mut |s: &Step| {
+                if s.epoch == 3 && s.step == 2 {
+                    panic!("simulated kill");
+                }
+            },
+        )
     }));
-    assert!(killed.is_err(), "the simulated kill must interrupt training");
+    assert!(
+        killed.is_err(),
+        "the simulated kill must interrupt training"
+    );
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("state.json")).unwrap()).unwrap();
     assert_eq!(state["epochs_done"], 2);
 
     let resumed = tiny(outputs);
     let f3 = |x: &Tensor, t: bool| resumed.fwd(x, t);
-    let logs2 = train(&resumed.vs, &f3, data, c, Some(dir.path()), true, &mut |_| {}).unwrap();
+    let logs2 = train(
+        &resumed.vs,
+        &f3,
+        data,
+        c,
+        Some(dir.path()),
+        true,
+        &mut |_| {},
+    )
+    .unwrap();
     assert_eq!(logs2.len(), 3);
     for (a, b) in logs.iter().zip(&logs2) {
         assert_eq!((a.epoch, a.loss, a.accuracy), (b.epoch, b.loss, b.accuracy));
@@ -357,13 +377,32 @@ fn train_tagfog_rejects_a_head_without_the_outlier_class() {
         outliers: Some(&jig),
         anchors: Some(&a),
     };
-    let err = train(&m.vs, &f, &data, &cfg(Method::tagfog(), 1), None, false, &mut |_| {})
-        .unwrap_err()
-        .to_string();
+    let err = train(
+        &m.vs,
+        &f,
+        &data,
+        &cfg(Method::tagfog(), 1),
+        None,
+        false,
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("K+1 = 4 outputs"), "{err}");
     let no_anchors = TrainData {
         anchors: None,
         ..data
     };
-    assert!(train(&m.vs, &f, &no_anchors, &cfg(Method::tagfog(), 1), None, false, &mut |_| {}).is_err());
+    assert!(
+        train(
+            &m.vs,
+            &f,
+            &no_anchors,
+            &cfg(Method::tagfog(), 1),
+            None,
+            false,
+            &mut |_| {}
+        )
+        .is_err()
+    );
 }

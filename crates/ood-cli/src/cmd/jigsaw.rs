@@ -84,7 +84,8 @@ pub fn run(a: &JigsawArgs) -> Result<()> {
         )
         .with_context(|| format!("writing {}", tmp.display()))?;
         if a.out.exists() {
-            std::fs::remove_dir(&a.out).with_context(|| format!("replacing {}", a.out.display()))?;
+            std::fs::remove_dir(&a.out)
+                .with_context(|| format!("replacing {}", a.out.display()))?;
         }
         std::fs::rename(&tmp, &a.out).with_context(|| format!("writing {}", a.out.display()))?;
         Ok(())

@@ -10,11 +10,11 @@ mod embed_text;
 mod eval;
 mod example;
 mod extract;
+mod jigsaw;
 mod list;
 mod metrics;
 mod neglabel;
 mod score;
-mod jigsaw;
 mod train;
 
 /// Runs a parsed command line.

@@ -367,7 +367,9 @@ fn export(
         let mut t = t.detach().to_device(Device::Cpu);
         if let Some(suffix) = name.strip_prefix(&format!("{head_name}.")) {
             if method.has_probe() {
-                t = vars[&format!("probe.{suffix}")].detach().to_device(Device::Cpu);
+                t = vars[&format!("probe.{suffix}")]
+                    .detach()
+                    .to_device(Device::Cpu);
             }
             if matches!(method, Method::TagFog(_)) {
                 t = t.narrow(0, 0, k).contiguous();
@@ -419,8 +421,10 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let data_spec = DataSpec::parse(&a.data)?;
     let outlier_spec = a.outliers.as_deref().map(DataSpec::parse).transpose()?;
     let tagfog = matches!(cfg.method, Method::TagFog(_));
-    if matches!(cfg.method, Method::OutlierExposure { .. } | Method::MixOe { .. })
-        && outlier_spec.is_none()
+    if matches!(
+        cfg.method,
+        Method::OutlierExposure { .. } | Method::MixOe { .. }
+    ) && outlier_spec.is_none()
     {
         bail!("--method {} needs --outliers SPEC", a.method);
     }
@@ -513,7 +517,14 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             a.out_dir.display()
         );
     }
-    let n_rows = train_set.len() + if tagfog { outliers_u8.as_ref().map_or(0, |o| o.len() / (3 * (side * side) as usize)) } else { 0 };
+    let n_rows = train_set.len()
+        + if tagfog {
+            outliers_u8
+                .as_ref()
+                .map_or(0, |o| o.len() / (3 * (side * side) as usize))
+        } else {
+            0
+        };
     let steps = n_rows.div_ceil(cfg.batch_size) as u64;
     let bar = ProgressBar::new(steps * cfg.epochs as u64);
     bar.set_style(
@@ -528,8 +539,12 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let mut step_t = Instant::now();
     let mut first = true;
     let batch = cfg.batch_size;
-    let (logs, files): (Vec<EpochLog>, (PathBuf, PathBuf)) =
-        with_network(&a.model, outputs, device, a.init.as_deref(), &mut |vs, fwd| {
+    let (logs, files): (Vec<EpochLog>, (PathBuf, PathBuf)) = with_network(
+        &a.model,
+        outputs,
+        device,
+        a.init.as_deref(),
+        &mut |vs, fwd| {
             let logs = train(
                 vs,
                 fwd,
@@ -558,11 +573,13 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             )?;
             let files = export(vs, head_name, &cfg.method, k, &a.out_dir)?;
             Ok((logs, files))
-        })?;
+        },
+    )?;
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
 
-    let mut inputs = vec![json!({"data": data_spec.to_spec_string(), "fingerprint": data_spec.fingerprint()?})];
+    let mut inputs =
+        vec![json!({"data": data_spec.to_spec_string(), "fingerprint": data_spec.fingerprint()?})];
     if let Some(s) = &outlier_spec {
         inputs.push(json!({"outliers": s.to_spec_string(), "fingerprint": s.fingerprint()?}));
     }
