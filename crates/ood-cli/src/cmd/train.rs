@@ -142,6 +142,9 @@ fn input_spec(model: &str) -> Result<(InputSpec, &'static str)> {
     })
 }
 
+/// A network's forward pass: images, train flag → features and logits.
+type ForwardFn<'a> = dyn Fn(&Tensor, bool) -> Forward + 'a;
+
 /// Builds `model` with `outputs` classes (fresh weights from libtorch's seeded RNG, or `init`)
 /// and calls `run` with its variables and forward pass.
 fn with_network<T>(
@@ -149,7 +152,7 @@ fn with_network<T>(
     outputs: i64,
     device: Device,
     init: Option<&Path>,
-    run: &mut dyn FnMut(&nn::VarStore, &dyn Fn(&Tensor, bool) -> Forward) -> Result<T>,
+    run: &mut dyn FnMut(&nn::VarStore, &ForwardFn<'_>) -> Result<T>,
 ) -> Result<T> {
     use ood_nn::Network;
     use ood_nn::models::{akamaster, cifar_resnet, wrn};
