@@ -63,6 +63,13 @@ pub enum Command {
         #[command(subcommand)]
         command: NeglabelCommand,
     },
+    /// Train a classifier (ce, oe, mixoe, supcon, reweightood, tagfog) on a labelled image set;
+    /// writes `model.safetensors` (loadable by `ood extract` / `ood bench`), `head.safetensors`,
+    /// `train.config.json` and a per-epoch checkpoint for `--resume`.
+    Train(TrainArgs),
+    /// Write TagFog's jigsaw fake outliers (tiles shuffled, seeded) as PNGs under
+    /// `OUT/jigsaw/`, readable back as `folder:OUT` (e.g. by `ood train --outliers`).
+    Jigsaw(JigsawArgs),
 }
 
 /// Subcommands of `ood neglabel`.
@@ -467,6 +474,141 @@ pub struct AlignArgs {
     /// Seed (initialisation and shuffling).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+/// Arguments of `ood train`.
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = TRAIN_HELP)]
+pub struct TrainArgs {
+    /// Training method.
+    #[arg(long, value_parser = ["ce", "oe", "mixoe", "supcon", "reweightood", "tagfog"])]
+    pub method: String,
+    /// Network: resnet8/14/20/32/44/56 (akamaster), cifar_resnet18/34 (OpenOOD), wrn (WRN-40-2).
+    #[arg(long, default_value = "resnet20")]
+    pub model: String,
+    /// Labelled training images, KIND:PATH as for `ood extract` (e.g.
+    /// tar:cifar10_train_jpeg.tar.gz).
+    #[arg(long, value_name = "SPEC")]
+    pub data: String,
+    /// Auxiliary outliers (oe, mixoe), or TagFog's fake outliers (e.g. `folder:DIR` written by
+    /// `ood jigsaw`); tagfog without it makes jigsaws of the training images itself.
+    #[arg(long, value_name = "SPEC")]
+    pub outliers: Option<String>,
+    /// TagFog: text anchors of the ID classes in label order (safetensors `embeddings` or
+    /// `weight` (K, A), e.g. from `ood embed-text`).
+    #[arg(long, value_name = "TEXT.safetensors", conflicts_with = "descriptions")]
+    pub anchors: Option<PathBuf>,
+    /// TagFog: class descriptions, one `class: sentence` line per class in label order, embedded
+    /// with MiniLM (`--encoder`); `cifar10` or `fashion_mnist` name the built-in files.
+    #[arg(long, value_name = "FILE.txt|cifar10|fashion_mnist")]
+    pub descriptions: Option<String>,
+    /// Sentence-encoder folder for --descriptions (default $OOD_MINILM_DIR).
+    #[arg(long)]
+    pub encoder: Option<PathBuf>,
+    /// Initial weights (fine-tuning, e.g. MixOE or OE from a CE model.safetensors); tensor names
+    /// and shapes must match the network.
+    #[arg(long, value_name = "WEIGHTS.safetensors")]
+    pub init: Option<PathBuf>,
+    /// Epochs (default: the method's recipe, see below).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// ID images per step (default: the method's recipe).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Peak learning rate (default: the method's recipe).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Weight decay (default: the method's recipe).
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Linear warm-up epochs (default: the method's recipe).
+    #[arg(long)]
+    pub warmup_epochs: Option<usize>,
+    /// Optimiser: sgd (the recipes') or adamw (β 0.9/0.999, decoupled weight decay).
+    #[arg(long, value_parser = ["sgd", "adamw"], default_value = "sgd")]
+    pub optimizer: String,
+    /// MixOE mixing: mixup or cutmix.
+    #[arg(long, value_parser = ["mixup", "cutmix"], default_value = "mixup")]
+    pub mix: String,
+    /// TagFog without --outliers: jigsaws per training image (2 in TagFog's CIFAR-10 recipe).
+    #[arg(long, default_value_t = 2)]
+    pub jigsaw_per_image: usize,
+    /// Jigsaw grid (4 = 4x4 tiles).
+    #[arg(long, default_value_t = 4)]
+    pub grid: usize,
+    /// Disable the random crop + flip augmentation.
+    #[arg(long)]
+    pub no_augment: bool,
+    /// Seed (initialisation, shuffling, augmentation, jigsaws).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Use only the first N training images (and N outliers): smoke runs. Folder trees are
+    /// class-major, so the first N may hold few classes: see --sample.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Train on a seeded random subset of N of the (--limit) training images (and N outliers),
+    /// kept in file order: a small run over every class.
+    #[arg(long, value_name = "N")]
+    pub sample: Option<usize>,
+    /// Torch intra-op threads (default: torch's choice).
+    #[arg(long)]
+    pub threads: Option<i32>,
+    /// `cpu` or `cuda` / `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Output folder (model, head, config, checkpoint).
+    #[arg(long)]
+    pub out_dir: PathBuf,
+    /// Continue from the checkpoint in --out-dir (same settings required).
+    #[arg(long)]
+    pub resume: bool,
+}
+
+/// The recipe part of `ood train --help`.
+const TRAIN_HELP: &str = "\
+Recipes (defaults; each can be overridden):
+  ce           100 epochs, batch 128, SGD Nesterov lr 0.1, wd 5e-4, cosine to 1e-6 (OpenOOD)
+  oe           fine-tune 10 epochs, batch 128 + 256 outliers, lr 1e-3, wd 5e-4, weight 0.5 (OE)
+  mixoe        fine-tune 10 epochs, batch 32 + 32 outliers, lr 1e-3, wd 1e-5, alpha 1, beta 1
+  supcon       100 epochs, batch 512 (2 views), SGD Nesterov lr 0.1, wd 1e-4, 10 warm-up epochs,
+               cosine to lr/1000, tau 0.1, base tau 0.07; a linear probe on detached features
+               is trained alongside and exported as the classifier head
+  reweightood  as supcon with the ReweightOOD loss (tau 0.1, m_b 5, c_b 4, m_w 2, c_w 1); score it
+               with mahalanobis on normalised features
+  tagfog       200 epochs, batch 512 (2 views), SGD lr 0.05 momentum 0.9, wd 1e-4, 10 warm-up
+               epochs, cosine (the reference uses step decay at 150/180); K+1-way head, anchor and
+               SupCon terms; the exported head keeps the K ID classes only
+All methods use random crop (pad 4) + horizontal flip; the contrastive ones apply it twice.
+
+Examples:
+  ood train --method ce --model resnet20 --data tar:cifar10_train_jpeg.tar.gz --out-dir runs/ce
+  ood train --method tagfog --model resnet20 --data tar:cifar10_train_jpeg.tar.gz \\
+      --descriptions cifar10 --out-dir runs/tagfog
+  ood bench cifar10 --model resnet20 --weights runs/tagfog/model.safetensors
+";
+
+/// Arguments of `ood jigsaw`.
+#[derive(Debug, clap::Args)]
+pub struct JigsawArgs {
+    /// Source images, KIND:PATH as for `ood extract`.
+    #[arg(long, value_name = "SPEC")]
+    pub data: String,
+    /// Output folder (must not exist or be empty): `OUT/jigsaw/000001.png`... plus
+    /// `OUT/jigsaw.config.json`.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Tiles per side.
+    #[arg(long, default_value_t = 4)]
+    pub grid: usize,
+    /// Jigsaws per image (full passes over the images, as TagFog's generator).
+    #[arg(long, default_value_t = 1)]
+    pub per_image: usize,
+    /// Seed of the tile permutations.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Use only the first N images.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
 }
 
 /// Parses the process arguments.

@@ -740,11 +740,12 @@ pub fn run(
         let net_ref = &net;
         crate::train::train(
             net.var_store(),
-            &|x, train| net_ref.forward_t(x, train).logits,
+            &|x, train| net_ref.forward_t(x, train),
             &TrainData {
                 images: &images,
                 labels: &labels,
                 outliers: None,
+                anchors: None,
             },
             &opts.train,
             None,

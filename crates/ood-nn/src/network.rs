@@ -47,6 +47,8 @@ pub trait Network: Send {
 
 /// Model names [`load_network`] knows.
 pub const KNOWN_MODELS: &[&str] = &[
+    "resnet8",
+    "resnet14",
     "resnet20",
     "resnet32",
     "resnet44",
@@ -132,7 +134,8 @@ const IMAGENET_SPEC: InputSpec = InputSpec {
 
 /// Loads a network by name with weights from a safetensors file.
 ///
-/// Names: `resnet20`, `resnet32`, `resnet44`, `resnet56` (akamaster CIFAR ResNets);
+/// Names: `resnet20`, `resnet32`, `resnet44`, `resnet56` (akamaster CIFAR ResNets; also the small
+/// `resnet8` and `resnet14` that `ood train` and `ood demo` build);
 /// `cifar_resnet18`, `cifar_resnet34` (OpenOOD `ResNet18_32x32` layout, CIFAR-10 normalisation);
 /// `wrn` (any WRN-d-k with the OE/OpenOOD tensor names, OE normalisation); `resnet18`, `resnet34`,
 /// `resnet50`, `resnet101` (torchvision layout, 224 px, ImageNet normalisation). Depth, width and
@@ -142,7 +145,7 @@ pub fn load_network(name: &str, weights: &Path, device: Device) -> Result<Box<dy
     use crate::models::{cifar_resnet, resnet, wrn};
     let loaded = |model_name: &str, spec: InputSpec| (model_name.to_string(), spec);
     Ok(match name {
-        "resnet20" | "resnet32" | "resnet44" | "resnet56" => {
+        "resnet8" | "resnet14" | "resnet20" | "resnet32" | "resnet44" | "resnet56" => {
             let depth = name[6..].parse().expect("matched names end in a number");
             Box::new(CifarResNet::load(depth, weights, device)?)
         }

@@ -1,21 +1,31 @@
 //! The training loop: one readable function, [`train`], that runs a loss over a network.
 //!
-//! * SGD with momentum, Nesterov and decoupled-from-nothing (PyTorch-style, L2 added to the
-//!   gradient) weight decay, implemented here so that the momentum buffers are part of the
-//!   checkpoint: a run killed after epoch `e` and resumed gives the same weights as an
-//!   uninterrupted run.
+//! * SGD with momentum, Nesterov and PyTorch-style (L2 added to the gradient) weight decay, or
+//!   AdamW (PyTorch's `torch.optim.AdamW`: decoupled weight decay, bias-corrected moments),
+//!   both implemented here so that the optimiser state (momentum buffers, or the two moment
+//!   estimates) is part of the checkpoint: a run killed after epoch `e` and resumed gives the same
+//!   weights as an uninterrupted run.
 //! * Cosine learning-rate schedule per step, with an optional linear warm-up (the intended
 //!   schedule; the reference CIDER/ReweightOOD code's negative-lr first epoch is not reproduced).
 //! * Standard CIFAR augmentation on tensors (random crop after padding with the normalised black
-//!   value, horizontal flip), seeded per epoch so that resume is exact.
-//! * A checkpoint after every epoch (`last.safetensors` with weights and momentum buffers, plus
-//!   `state.json` with the epoch, the config and the epoch logs), written atomically.
+//!   value, horizontal flip), seeded per epoch so that resume is exact. The contrastive methods
+//!   (SupCon, ReweightOOD, TagFog) see two views of every sample, each augmented independently
+//!   (the references use a SimCLR-style chain with colour jitter and random resized crops; here
+//!   the same crop + flip as the CE recipe, applied twice).
+//! * The contrastive methods' projection head (`proj.*`) and, for SupCon/ReweightOOD, an online
+//!   linear probe on detached features (`probe.*`) are created here in the network's
+//!   [`nn::VarStore`], initialised from the seed (PyTorch's `Linear` distribution,
+//!   `U(±1/√fan_in)`), trained and checkpointed with it.
+//! * A checkpoint after every epoch (`last.safetensors` with all variables and the optimiser
+//!   state, plus `state.json` with the epoch, the config and the epoch logs), written atomically.
 //!
-//! The network is given as a forward closure over a [`tch::nn::VarStore`], so any model of this
-//! crate (or a test's tiny CNN) trains through the same code.
+//! The network is given as a forward closure over a [`tch::nn::VarStore`] returning penultimate
+//! features and logits ([`Forward`]), so any model of this crate (or a test's tiny CNN) trains
+//! through the same code.
 
 use crate::error::{Error, Result};
-use crate::losses::Method;
+use crate::losses::{self, Extra, Method};
+use crate::network::Forward;
 use ood_core::atomic_file;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -37,6 +47,46 @@ pub struct Augment {
     pub pad_value: [f32; 3],
 }
 
+/// The optimiser.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "snake_case")]
+pub enum Optimizer {
+    /// SGD with [`TrainConfig::momentum`], [`TrainConfig::nesterov`] and L2
+    /// [`TrainConfig::weight_decay`] added to the gradient (`torch.optim.SGD`).
+    #[default]
+    Sgd,
+    /// AdamW (`torch.optim.AdamW`, no AMSGrad): [`TrainConfig::weight_decay`] is the decoupled
+    /// decay `p ← p·(1 − lr·wd)`; momentum and Nesterov are unused.
+    #[serde(rename = "adamw")]
+    AdamW {
+        /// First-moment decay β₁.
+        beta1: f64,
+        /// Second-moment decay β₂.
+        beta2: f64,
+        /// ε added to the denominator.
+        eps: f64,
+    },
+}
+
+impl Optimizer {
+    /// AdamW with PyTorch's defaults (β = (0.9, 0.999), ε = 1e-8).
+    pub fn adamw() -> Optimizer {
+        Optimizer::AdamW {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+
+    /// Names of the per-parameter state tensors in the checkpoint (`<prefix>.<variable>`).
+    fn state_prefixes(&self) -> &'static [&'static str] {
+        match self {
+            Optimizer::Sgd => &["__momentum__"],
+            Optimizer::AdamW { .. } => &["__exp_avg__", "__exp_avg_sq__"],
+        }
+    }
+}
+
 /// Everything that defines a training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -52,11 +102,14 @@ pub struct TrainConfig {
     pub lr_min: f64,
     /// Linear warm-up length in epochs (0: none).
     pub warmup_epochs: usize,
+    /// Optimiser (SGD by default).
+    #[serde(default)]
+    pub optimizer: Optimizer,
     /// SGD momentum.
     pub momentum: f64,
     /// Nesterov momentum.
     pub nesterov: bool,
-    /// L2 weight decay added to the gradient.
+    /// Weight decay: L2 added to the gradient (SGD) or decoupled (AdamW).
     pub weight_decay: f64,
     /// Augmentation, if any.
     pub augment: Option<Augment>,
@@ -76,6 +129,7 @@ impl Default for TrainConfig {
             lr: 0.1,
             lr_min: 1e-6,
             warmup_epochs: 0,
+            optimizer: Optimizer::Sgd,
             momentum: 0.9,
             nesterov: true,
             weight_decay: 5e-4,
@@ -125,8 +179,11 @@ pub struct TrainData<'a> {
     pub images: &'a Tensor,
     /// Labels.
     pub labels: &'a Tensor,
-    /// Auxiliary outlier images for outlier-exposure methods.
+    /// Auxiliary outlier images for outlier-exposure methods (sampled per step), or TagFog's fake
+    /// outliers (shuffled into the training set with label K).
     pub outliers: Option<&'a Tensor>,
+    /// Frozen text anchors `(K, A)` of the ID classes, in label order (TagFog); normalised here.
+    pub anchors: Option<&'a Tensor>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -182,24 +239,63 @@ fn augment_batch(x: &Tensor, aug: &Augment, rng: &mut ChaCha8Rng) -> Tensor {
     Tensor::stack(&out, 0)
 }
 
-/// Trains the variables of `vs` with `forward` (images, train flag → logits) on `data`.
+/// Seeded PyTorch-style initialisation of the linear layers under `prefix` (`U(±1/√fan_in)` for
+/// weight and bias; BatchNorm weight 1, bias 0), so that runs in parallel threads do not depend on libtorch's global RNG.
+fn init_linears(vs: &nn::VarStore, prefix: &str, seed: u64) {
+    let vars: BTreeMap<String, Tensor> = vs
+        .variables()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    tch::no_grad(|| {
+        for (name, var) in &vars {
+            let base = if let Some(b) = name.strip_suffix(".weight") {
+                b
+            } else if let Some(b) = name.strip_suffix(".bias") {
+                b
+            } else {
+                continue;
+            };
+            let Some(w) = vars.get(&format!("{base}.weight")) else {
+                continue;
+            };
+            let mut v = var.shallow_clone();
+            if w.dim() != 2 {
+                // BatchNorm affine parameters: PyTorch's 1 / 0 (tch's default weight is U(0, 1)).
+                let _ = v.fill_(if name.ends_with(".weight") { 1.0 } else { 0.0 });
+                continue;
+            }
+            let bound = 1.0 / (w.size()[1] as f64).sqrt();
+            let vals: Vec<f32> = (0..var.numel())
+                .map(|_| rng.gen_range(-bound..bound) as f32)
+                .collect();
+            v.copy_(&Tensor::from_slice(&vals).view(var.size().as_slice()));
+        }
+    });
+}
+
+/// Trains the variables of `vs` with `forward` (images, train flag → features and logits) on
+/// `data`.
 ///
-/// With `checkpoint_dir`, a checkpoint is written after every epoch; with `resume` too, training
-/// continues after the last completed epoch of a run with the same config (a different config is
-/// an error). Returns the logs of all epochs, including resumed ones.
+/// For the contrastive methods the projection head (`proj.*`) and the linear probe (`probe.*`)
+/// are added to `vs` first (it must not hold such variables already). With `checkpoint_dir`, a
+/// checkpoint is written after every epoch; with `resume` too, training continues after the last
+/// completed epoch of a run with the same config (a different config is an error). Returns the
+/// logs of all epochs, including resumed ones.
 pub fn train(
     vs: &nn::VarStore,
-    forward: &dyn Fn(&Tensor, bool) -> Tensor,
+    forward: &dyn Fn(&Tensor, bool) -> Forward,
     data: &TrainData<'_>,
     cfg: &TrainConfig,
     checkpoint_dir: Option<&Path>,
     resume: bool,
     progress: &mut dyn FnMut(&Step),
 ) -> Result<Vec<EpochLog>> {
-    let n = data.images.size()[0] as usize;
-    if n == 0 || data.labels.size()[0] as usize != n {
+    let n_id = data.images.size()[0] as usize;
+    if n_id == 0 || data.labels.size()[0] as usize != n_id {
         return Err(Error::Config(format!(
-            "training needs images and as many labels (got {n} images, {} labels)",
+            "training needs images and as many labels (got {n_id} images, {} labels)",
             data.labels.size()[0]
         )));
     }
@@ -208,29 +304,115 @@ pub fn train(
             "batch_size and epochs must be positive".into(),
         ));
     }
-    cfg.method.check(data.outliers.is_some())?;
+    cfg.method
+        .check(data.outliers.is_some(), data.anchors.is_some())?;
     let device = vs.device();
+
+    // Shapes of the network's outputs, from one image in eval mode (no side effects).
+    let probe_out = tch::no_grad(|| forward(&data.images.narrow(0, 0, 1).to_device(device), false));
+    let (feat_dim, n_out) = (probe_out.features.size()[1], probe_out.logits.size()[1]);
+    let max_label = data.labels.max().int64_value(&[]);
+    let min_label = data.labels.min().int64_value(&[]);
+
+    // TagFog: the fake outliers join the training set as class K.
+    let (images, labels) = if cfg.method.outliers_as_class() {
+        let o = data.outliers.expect("checked by Method::check");
+        let k = data.anchors.expect("checked by Method::check").size()[0];
+        if n_out != k + 1 {
+            return Err(Error::Config(format!(
+                "TagFog needs a network with K+1 = {} outputs for {k} anchors, it has {n_out}",
+                k + 1
+            )));
+        }
+        if min_label < 0 || max_label >= k {
+            return Err(Error::Config(format!(
+                "TagFog: ID labels must lie in 0..{k} (one per anchor), found {min_label}..={max_label}"
+            )));
+        }
+        let ol = Tensor::full([o.size()[0]], k, (Kind::Int64, Device::Cpu));
+        (
+            Tensor::cat(&[data.images, o], 0),
+            Tensor::cat(&[data.labels, &ol], 0),
+        )
+    } else {
+        (data.images.shallow_clone(), data.labels.shallow_clone())
+    };
+    let n = images.size()[0] as usize;
+
+    // The contrastive methods' extra modules, in the same VarStore.
+    if cfg.method.two_views()
+        && vs
+            .variables()
+            .keys()
+            .any(|k| k.starts_with("proj.") || k.starts_with("probe."))
+    {
+        return Err(Error::Config(
+            "the VarStore already holds 'proj.' or 'probe.' variables; train() creates the \
+             projection head itself"
+                .into(),
+        ));
+    }
+    let root = vs.root();
+    let projection: Option<Box<dyn nn::ModuleT>> = match &cfg.method {
+        Method::SupCon { .. } | Method::ReweightOod(_) => Some(Box::new(
+            losses::reweightood::projection(&(&root / "proj"), feat_dim),
+        )),
+        Method::TagFog(_) => {
+            let a = data.anchors.expect("checked").size()[1];
+            Some(Box::new(losses::tagfog::projection(
+                &(&root / "proj"),
+                feat_dim,
+                a,
+            )))
+        }
+        _ => None,
+    };
+    let probe = cfg.method.has_probe().then(|| {
+        if min_label < 0 || max_label >= n_out {
+            return Err(Error::Config(format!(
+                "labels must lie in 0..{n_out} (the network's outputs), found {min_label}..={max_label}"
+            )));
+        }
+        Ok(nn::linear(&root / "probe", feat_dim, n_out, Default::default()))
+    });
+    let probe = probe.transpose()?;
+    init_linears(vs, "proj.", cfg.seed ^ 0x7072_6f6a);
+    init_linears(vs, "probe.", cfg.seed ^ 0x7072_6f62);
+    let anchors = data
+        .anchors
+        .map(|a| losses::normalize(&a.to_kind(Kind::Float)).to_device(device));
+    let extra = Extra {
+        projection: projection.as_deref(),
+        probe: probe.as_ref(),
+        anchors: anchors.as_ref(),
+    };
+
     let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     let trainable: Vec<(String, Tensor)> = vars
         .into_iter()
         .filter(|(_, t)| t.requires_grad())
         .collect();
-    let mut buffers: Vec<Tensor> = trainable.iter().map(|(_, t)| t.zeros_like()).collect();
+    let prefixes = cfg.optimizer.state_prefixes();
+    // Optimiser state: one buffer per trainable variable and state prefix.
+    let mut state: Vec<Vec<Tensor>> = prefixes
+        .iter()
+        .map(|_| trainable.iter().map(|(_, t)| t.zeros_like()).collect())
+        .collect();
 
     let mut logs = Vec::new();
     let mut start_epoch = 0;
     if let (Some(dir), true) = (checkpoint_dir, resume) {
         let state_path = dir.join("state.json");
         if state_path.exists() {
-            let state: State = serde_json::from_slice(
+            let saved_state: State = serde_json::from_slice(
                 &std::fs::read(&state_path).map_err(|e| Error::io(&state_path, e))?,
             )
             .map_err(|e| Error::Data {
                 path: state_path.clone(),
                 reason: format!("bad training state: {e}"),
             })?;
-            if state.config != *cfg {
+            if saved_state.config != *cfg {
                 return Err(Error::Config(format!(
                     "cannot resume from {}: it was trained with a different config",
                     dir.display()
@@ -241,26 +423,25 @@ pub fn train(
                 .map_err(|e| tensor_err(&ckpt, e))?
                 .into_iter()
                 .collect();
+            let get = |key: &str| {
+                saved.get(key).ok_or_else(|| Error::Weights {
+                    path: ckpt.clone(),
+                    reason: format!("checkpoint lacks '{key}'"),
+                })
+            };
             tch::no_grad(|| -> Result<()> {
                 for (name, mut var) in vs.variables() {
-                    let src = saved.get(&name).ok_or_else(|| Error::Weights {
-                        path: ckpt.clone(),
-                        reason: format!("checkpoint lacks '{name}'"),
-                    })?;
-                    var.copy_(src);
+                    var.copy_(get(&name)?);
                 }
-                for ((name, _), buf) in trainable.iter().zip(buffers.iter_mut()) {
-                    let key = format!("__momentum__.{name}");
-                    let src = saved.get(&key).ok_or_else(|| Error::Weights {
-                        path: ckpt.clone(),
-                        reason: format!("checkpoint lacks '{key}'"),
-                    })?;
-                    buf.copy_(src);
+                for (prefix, bufs) in prefixes.iter().zip(state.iter_mut()) {
+                    for ((name, _), buf) in trainable.iter().zip(bufs.iter_mut()) {
+                        buf.copy_(get(&format!("{prefix}.{name}"))?);
+                    }
                 }
                 Ok(())
             })?;
-            start_epoch = state.epochs_done;
-            logs = state.logs;
+            start_epoch = saved_state.epochs_done;
+            logs = saved_state.logs;
         }
     }
 
@@ -283,22 +464,32 @@ pub fn train(
             ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
         let mut order: Vec<i64> = (0..n as i64).collect();
         order.shuffle(&mut rng);
-        let (mut loss_sum, mut correct, mut seen) = (0.0, 0i64, 0usize);
+        let (mut loss_sum, mut correct, mut seen, mut rows) = (0.0, 0i64, 0usize, 0usize);
         let mut lr = cfg.lr;
         for step in 0..steps {
             let lo = step * cfg.batch_size;
             let hi = (lo + cfg.batch_size).min(n);
             let idx = Tensor::from_slice(&order[lo..hi]);
-            let mut x = data.images.index_select(0, &idx);
-            if let Some(aug) = &cfg.augment {
-                x = augment_batch(&x, aug, &mut rng);
-            }
+            let raw = images.index_select(0, &idx);
+            let view = |rng: &mut ChaCha8Rng| match &cfg.augment {
+                Some(aug) => augment_batch(&raw, aug, rng),
+                None => raw.shallow_clone(),
+            };
+            let mut y = labels.index_select(0, &idx);
+            let x = if cfg.method.two_views() {
+                let v1 = view(&mut rng);
+                let v2 = view(&mut rng);
+                y = Tensor::cat(&[&y, &y], 0);
+                Tensor::cat(&[v1, v2], 0)
+            } else {
+                view(&mut rng)
+            };
             let x = x.to_device(device);
-            let y = data.labels.index_select(0, &idx).to_device(device);
+            let y = y.to_device(device);
+            let k = cfg.method.outlier_batch(hi - lo);
             let outliers = match data.outliers {
-                Some(o) => {
+                Some(o) if k > 0 => {
                     let m = o.size()[0];
-                    let k = cfg.method.outlier_batch(hi - lo) as i64;
                     let oidx: Vec<i64> = (0..k).map(|_| rng.gen_range(0..m)).collect();
                     let mut ox = o.index_select(0, &Tensor::from_slice(&oidx));
                     if let Some(aug) = &cfg.augment {
@@ -306,12 +497,12 @@ pub fn train(
                     }
                     Some(ox.to_device(device))
                 }
-                None => None,
+                _ => None,
             };
-            let (loss, logits) = cfg
+            let out = cfg
                 .method
-                .loss(forward, &x, &y, outliers.as_ref(), &mut rng);
-            let loss_v = loss.double_value(&[]);
+                .loss(forward, &x, &y, outliers.as_ref(), &extra, &mut rng);
+            let loss_v = out.loss.double_value(&[]);
             if !loss_v.is_finite() {
                 return Err(Error::Config(format!(
                     "training diverged: loss {loss_v} at epoch {} step {}",
@@ -325,39 +516,15 @@ pub fn train(
                     let _ = g.zero_();
                 }
             }
-            loss.backward();
-            lr = lr_at(cfg, epoch * steps + step, total, warm);
-            tch::no_grad(|| {
-                for ((_, p), buf) in trainable.iter().zip(buffers.iter_mut()) {
-                    let g = p.grad();
-                    if !g.defined() {
-                        continue;
-                    }
-                    let mut d = if cfg.weight_decay != 0.0 {
-                        &g + p * cfg.weight_decay
-                    } else {
-                        g.shallow_clone()
-                    };
-                    if cfg.momentum != 0.0 {
-                        let _ = buf.g_mul_scalar_(cfg.momentum).g_add_(&d);
-                        d = if cfg.nesterov {
-                            &d + &*buf * cfg.momentum
-                        } else {
-                            buf.shallow_clone()
-                        };
-                    }
-                    let mut p = p.shallow_clone();
-                    let _ = p.g_sub_(&(d * lr));
-                }
-            });
+            out.loss.backward();
+            let t = epoch * steps + step;
+            lr = lr_at(cfg, t, total, warm);
+            tch::no_grad(|| update(cfg, &trainable, &mut state, lr, t + 1));
             let b = (hi - lo) as f64;
             loss_sum += loss_v * b;
             seen += hi - lo;
-            correct += logits
-                .argmax(-1, false)
-                .eq_tensor(&y)
-                .sum(Kind::Int64)
-                .int64_value(&[]);
+            correct += losses::correct(&out.logits, &out.labels);
+            rows += out.labels.size()[0] as usize;
             progress(&Step {
                 epoch: epoch + 1,
                 step: step + 1,
@@ -370,7 +537,7 @@ pub fn train(
         logs.push(EpochLog {
             epoch: epoch + 1,
             loss: loss_sum / seen as f64,
-            accuracy: correct as f64 / seen as f64,
+            accuracy: correct as f64 / rows as f64,
             lr,
             seconds: secs,
             images_per_second: seen as f64 / secs,
@@ -380,7 +547,8 @@ pub fn train(
                 dir,
                 vs,
                 &trainable,
-                &buffers,
+                prefixes,
+                &state,
                 &State {
                     epochs_done: epoch + 1,
                     config: cfg.clone(),
@@ -392,11 +560,62 @@ pub fn train(
     Ok(logs)
 }
 
+/// One optimiser step at learning rate `lr`; `t` is the 1-based global step (AdamW's bias
+/// correction).
+fn update(
+    cfg: &TrainConfig,
+    trainable: &[(String, Tensor)],
+    state: &mut [Vec<Tensor>],
+    lr: f64,
+    t: usize,
+) {
+    for (i, (_, p)) in trainable.iter().enumerate() {
+        let g = p.grad();
+        if !g.defined() {
+            continue;
+        }
+        let mut p = p.shallow_clone();
+        match cfg.optimizer {
+            Optimizer::Sgd => {
+                let buf = &mut state[0][i];
+                let mut d = if cfg.weight_decay != 0.0 {
+                    &g + &p * cfg.weight_decay
+                } else {
+                    g.shallow_clone()
+                };
+                if cfg.momentum != 0.0 {
+                    let _ = buf.g_mul_scalar_(cfg.momentum).g_add_(&d);
+                    d = if cfg.nesterov {
+                        &d + &*buf * cfg.momentum
+                    } else {
+                        buf.shallow_clone()
+                    };
+                }
+                let _ = p.g_sub_(&(d * lr));
+            }
+            Optimizer::AdamW { beta1, beta2, eps } => {
+                if cfg.weight_decay != 0.0 {
+                    let _ = p.g_mul_scalar_(1.0 - lr * cfg.weight_decay);
+                }
+                let mut m = state[0][i].shallow_clone();
+                let mut v = state[1][i].shallow_clone();
+                let _ = m.g_mul_scalar_(beta1).g_add_(&(&g * (1.0 - beta1)));
+                let _ = v.g_mul_scalar_(beta2).g_add_(&(&g * &g * (1.0 - beta2)));
+                let bc1 = 1.0 - beta1.powi(t as i32);
+                let bc2 = 1.0 - beta2.powi(t as i32);
+                let denom = v.sqrt() / bc2.sqrt() + eps;
+                let _ = p.g_sub_(&(&m / denom * (lr / bc1)));
+            }
+        }
+    }
+}
+
 fn save_checkpoint(
     dir: &Path,
     vs: &nn::VarStore,
     trainable: &[(String, Tensor)],
-    buffers: &[Tensor],
+    prefixes: &[&str],
+    opt_state: &[Vec<Tensor>],
     state: &State,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -407,8 +626,10 @@ fn save_checkpoint(
         .into_iter()
         .map(|(k, v)| (k, v.to_device(Device::Cpu)))
         .collect();
-    for ((name, _), buf) in trainable.iter().zip(buffers) {
-        named.push((format!("__momentum__.{name}"), buf.to_device(Device::Cpu)));
+    for (prefix, bufs) in prefixes.iter().zip(opt_state) {
+        for ((name, _), buf) in trainable.iter().zip(bufs) {
+            named.push((format!("{prefix}.{name}"), buf.to_device(Device::Cpu)));
+        }
     }
     named.sort_by(|a, b| a.0.cmp(&b.0));
     Tensor::write_safetensors(&named, &tmp).map_err(|e| tensor_err(&tmp, e))?;

@@ -2,13 +2,23 @@
 //! interrupted-and-resumed run ends with exactly the weights of an uninterrupted one, and outlier
 //! exposure runs.
 
+use ood_nn::Forward;
 use ood_nn::losses::Method;
 use ood_nn::train::{Augment, TrainConfig, TrainData, train};
 use tch::{Device, Kind, Tensor, nn, nn::ModuleT};
 
 struct Tiny {
     vs: nn::VarStore,
-    net: nn::SequentialT,
+    body: nn::SequentialT,
+    fc: nn::Linear,
+}
+
+impl Tiny {
+    fn fwd(&self, x: &Tensor, train: bool) -> Forward {
+        let features = self.body.forward_t(x, train);
+        let logits = features.apply(&self.fc);
+        Forward { features, logits }
+    }
 }
 
 /// Deterministic pseudo-normal values from a seeded ChaCha stream (tests run in parallel threads,
@@ -28,7 +38,7 @@ fn noise(seed: u64, n: usize, scale: f32) -> Vec<f32> {
 fn tiny() -> Tiny {
     let vs = nn::VarStore::new(Device::Cpu);
     let p = vs.root();
-    let net = nn::seq_t()
+    let body = nn::seq_t()
         .add(nn::conv2d(
             &p / "c1",
             3,
@@ -41,8 +51,8 @@ fn tiny() -> Tiny {
         ))
         .add(nn::batch_norm2d(&p / "bn", 8, Default::default()))
         .add_fn(|x| x.relu())
-        .add_fn(|x| x.adaptive_avg_pool2d([1, 1]).flatten(1, -1))
-        .add(nn::linear(&p / "fc", 8, 2, Default::default()));
+        .add_fn(|x| x.adaptive_avg_pool2d([1, 1]).flatten(1, -1));
+    let fc = nn::linear(&p / "fc", 8, 2, Default::default());
     // Overwrite the random initialisation with fixed values (BN running statistics keep their
     // deterministic 0/1 start).
     let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
@@ -61,7 +71,7 @@ fn tiny() -> Tiny {
             v.copy_(&Tensor::from_slice(&vals).view(v.size().as_slice()));
         }
     });
-    Tiny { vs, net }
+    Tiny { vs, body, fc }
 }
 
 /// Class 0: red-ish images; class 1: blue-ish images; plus noise.
@@ -108,7 +118,7 @@ fn training_reduces_the_loss() {
     tch::set_num_threads(1);
     let (x, y) = data();
     let m = tiny();
-    let fwd = |x: &Tensor, t: bool| m.net.forward_t(x, t);
+    let fwd = |x: &Tensor, t: bool| m.fwd(x, t);
     let logs = train(
         &m.vs,
         &fwd,
@@ -116,6 +126,7 @@ fn training_reduces_the_loss() {
             images: &x,
             labels: &y,
             outliers: None,
+            anchors: None,
         },
         &cfg(6),
         None,
@@ -141,9 +152,10 @@ fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
         images: &x,
         labels: &y,
         outliers: None,
+        anchors: None,
     };
     let full = tiny();
-    let f1 = |x: &Tensor, t: bool| full.net.forward_t(x, t);
+    let f1 = |x: &Tensor, t: bool| full.fwd(x, t);
     let dir_a = tempfile::tempdir().unwrap();
     train(
         &full.vs,
@@ -161,7 +173,7 @@ fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
     // epoch 2 by truncating the state (the checkpoint after epoch 2 is what a kill leaves behind).
     let dir_b = tempfile::tempdir().unwrap();
     let part = tiny();
-    let f2 = |x: &Tensor, t: bool| part.net.forward_t(x, t);
+    let f2 = |x: &Tensor, t: bool| part.fwd(x, t);
     let mut stop_after_two = |s: &ood_nn::train::Step| {
         if s.epoch == 3 && s.step == 1 {
             panic!("simulated kill");
@@ -187,7 +199,7 @@ fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
     assert_eq!(state["epochs_done"], 2);
 
     let resumed = tiny();
-    let f3 = |x: &Tensor, t: bool| resumed.net.forward_t(x, t);
+    let f3 = |x: &Tensor, t: bool| resumed.fwd(x, t);
     let logs = train(
         &resumed.vs,
         &f3,
@@ -223,7 +235,7 @@ fn outlier_exposure_trains_and_flattens_outlier_predictions() {
     let (x, y) = data();
     let outliers = Tensor::from_slice(&noise(2, 32 * 3 * 8 * 8, 0.5)).view([32, 3, 8, 8]);
     let m = tiny();
-    let fwd = |x: &Tensor, t: bool| m.net.forward_t(x, t);
+    let fwd = |x: &Tensor, t: bool| m.fwd(x, t);
     let mut c = cfg(6);
     c.method = Method::OutlierExposure {
         weight: 0.5,
@@ -236,6 +248,7 @@ fn outlier_exposure_trains_and_flattens_outlier_predictions() {
             images: &x,
             labels: &y,
             outliers: Some(&outliers),
+            anchors: None,
         },
         &c,
         None,
@@ -244,14 +257,14 @@ fn outlier_exposure_trains_and_flattens_outlier_predictions() {
     )
     .unwrap();
     assert!(logs[5].loss < logs[0].loss);
-    let z = tch::no_grad(|| m.net.forward_t(&outliers, false));
+    let z = tch::no_grad(|| m.fwd(&outliers, false).logits);
     let msp_out = z
         .softmax(-1, Kind::Float)
         .max_dim(-1, false)
         .0
         .mean(Kind::Float)
         .double_value(&[]);
-    let zi = tch::no_grad(|| m.net.forward_t(&x, false));
+    let zi = tch::no_grad(|| m.fwd(&x, false).logits);
     let msp_in = zi
         .softmax(-1, Kind::Float)
         .max_dim(-1, false)
@@ -267,7 +280,8 @@ fn outlier_exposure_trains_and_flattens_outlier_predictions() {
             &TrainData {
                 images: &x,
                 labels: &y,
-                outliers: None
+                outliers: None,
+                anchors: None,
             },
             &c,
             None,
@@ -287,6 +301,7 @@ fn mixoe_trains_and_resumes_exactly() {
         images: &x,
         labels: &y,
         outliers: Some(&outliers),
+        anchors: None,
     };
     let mut c = cfg(4);
     c.method = Method::MixOe {
@@ -295,7 +310,7 @@ fn mixoe_trains_and_resumes_exactly() {
         mix: ood_nn::losses::mixoe::Mix::Cutmix,
     };
     let full = tiny();
-    let f1 = |x: &Tensor, t: bool| full.net.forward_t(x, t);
+    let f1 = |x: &Tensor, t: bool| full.fwd(x, t);
     let logs = train(&full.vs, &f1, &d, &c, None, false, &mut |_| {}).unwrap();
     assert!(
         logs[3].loss < logs[0].loss,
@@ -307,7 +322,7 @@ fn mixoe_trains_and_resumes_exactly() {
     // come from the per-epoch seeded generator).
     let dir = tempfile::tempdir().unwrap();
     let part = tiny();
-    let f2 = |x: &Tensor, t: bool| part.net.forward_t(x, t);
+    let f2 = |x: &Tensor, t: bool| part.fwd(x, t);
     let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         train(&part.vs, &f2, &d, &c, Some(dir.path()), false, &mut |s| {
             if s.epoch == 3 && s.step == 1 {
@@ -317,7 +332,7 @@ fn mixoe_trains_and_resumes_exactly() {
     }));
     assert!(killed.is_err());
     let resumed = tiny();
-    let f3 = |x: &Tensor, t: bool| resumed.net.forward_t(x, t);
+    let f3 = |x: &Tensor, t: bool| resumed.fwd(x, t);
     train(
         &resumed.vs,
         &f3,

@@ -11,10 +11,12 @@ mod embed_text;
 mod eval;
 mod example;
 mod extract;
+mod jigsaw;
 mod list;
 mod metrics;
 mod neglabel;
 mod score;
+mod train;
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
@@ -35,5 +37,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Align(a) => align::run(&a).map(|_| ()),
         Command::EmbedText(args) => embed_text::run(&args),
         Command::Neglabel { command } => neglabel::run(command),
+        Command::Train(a) => train::run(&a),
+        Command::Jigsaw(a) => jigsaw::run(&a),
     }
 }

@@ -10,8 +10,8 @@
 //!
 //! `z = n(g(f(x)))` with the projection MLP `g = Linear(d→2d) → BN1d → ReLU → Linear(2d→A)` to the
 //! anchor width `A` (768 in the paper for CLIP ViT-L/14; 384 with the MiniLM encoder used here),
-//! saved under `proj.*`. At test time the exported classifier keeps its K+1 head; OOD scores use
-//! the first `K` logits only (the fake-outlier logit is dropped).
+//! saved under `proj.*`. At test time OOD scores use the first `K` logits only (the fake-outlier
+//! logit is dropped): `ood train` exports the first `K` rows of the K+1 head.
 
 use tch::{Kind, Tensor, nn};
 
