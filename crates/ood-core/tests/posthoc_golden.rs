@@ -93,6 +93,8 @@ fn posthoc_golden_matches_numpy_reference() {
             DetectorSpec::from_name(detector, &params).unwrap_or_else(|e| panic!("{label}: {e}"));
         let input = &inputs[case["input"].as_str().expect("input")];
         if let DetectorSpec::NegLabel(n) = &mut spec {
+            // The reference computes S itself; the default outputs ln S (checked below).
+            n.log = false;
             n.negatives = Some(
                 input
                     .negatives
@@ -116,6 +118,22 @@ fn posthoc_golden_matches_numpy_reference() {
                 err <= 1e-4 * w.abs().max(1e-2),
                 "{label}: row {i}: got {g}, reference {w} (error {err:e})"
             );
+        }
+        if let DetectorSpec::NegLabel(n) = &mut spec {
+            n.log = true;
+            let got = spec
+                .as_detector()
+                .fit(&fit.into(), &input.head)
+                .unwrap()
+                .score(test)
+                .unwrap();
+            for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                let lw = w.ln();
+                assert!(
+                    (g as f64 - lw).abs() <= 1e-4 * lw.abs().max(1e-2),
+                    "{label} log=true: row {i}: got {g}, ln reference {lw}"
+                );
+            }
         }
         checked += 1;
     }
