@@ -289,3 +289,63 @@ fn train_bad_inputs_exit_2_naming_the_file() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("broken.png"), "{}", stderr(&o));
 }
+
+#[test]
+fn train_tagfog_embeds_descriptions_with_minilm() {
+    let Some(minilm) = std::env::var_os("OOD_MINILM_DIR").filter(|d| Path::new(d).is_dir()) else {
+        println!("skipped: OOD_MINILM_DIR is not set to the MiniLM folder (. scripts/env)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_dataset(&tmp.path().join("data"));
+    let spec = format!("folder:{}", data.display());
+    let desc = tmp.path().join("desc.txt");
+    std::fs::write(
+        &desc,
+        "alpha: a bright band across the top.\nbeta: a bright band down the left side.\n\
+         gamma: a bright band down the right side.\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("run");
+    let mut args = train_args("tagfog", &spec, out.to_str().unwrap());
+    args.extend([
+        "--descriptions",
+        desc.to_str().unwrap(),
+        "--encoder",
+        minilm.to_str().unwrap(),
+        "--epochs",
+        "1",
+    ]);
+    // clap refuses a repeated --epochs: drop the default one of train_args.
+    let pos = args.iter().position(|a| *a == "--epochs").unwrap();
+    args.drain(pos..pos + 2);
+    ok(ood(&args));
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("train.config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["epochs"].as_array().unwrap().len(), 1);
+    let sentences = cfg["anchors"]["sentences"].as_array().unwrap();
+    assert_eq!(sentences.len(), 3);
+    assert_eq!(sentences[1], "a bright band down the left side.");
+    // Jigsaws were made from the training images (2 per image by default).
+    assert_eq!(cfg["num_outliers"], 72);
+    assert_eq!(cfg["jigsaw"]["per_image"], 2);
+    let head = ood_core::Head::load(out.join("head.safetensors")).unwrap();
+    assert_eq!(head.num_classes(), 3);
+    // The wrong number of descriptions is refused.
+    std::fs::write(&desc, "alpha: one.\nbeta: two.\n").unwrap();
+    let out2 = tmp.path().join("run2");
+    let mut args = train_args("tagfog", &spec, out2.to_str().unwrap());
+    args.extend([
+        "--descriptions",
+        desc.to_str().unwrap(),
+        "--encoder",
+        minilm.to_str().unwrap(),
+    ]);
+    let o = ood(&args);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("2 text anchors for 3 classes"),
+        "{}",
+        stderr(&o)
+    );
+}

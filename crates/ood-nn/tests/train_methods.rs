@@ -412,8 +412,10 @@ fn linear_model() -> (nn::VarStore, nn::Linear) {
     let vs = nn::VarStore::new(Device::Cpu);
     let fc = nn::linear(&vs.root() / "fc", 48, 3, Default::default());
     let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0)); // fixed order: the same values for every model
     tch::no_grad(|| {
-        for (_, mut v) in vs.variables() {
+        for (_, mut v) in vars {
             let vals: Vec<f32> = (0..v.numel()).map(|_| rng.gen_range(-0.2..0.2)).collect();
             v.copy_(&Tensor::from_slice(&vals).view(v.size().as_slice()));
         }
