@@ -171,16 +171,31 @@ pub(crate) fn neg_label_from_cosines(
         / groups as f64
 }
 
-/// `ln` of [`neg_label_from_cosines`], computed without forming `S`: `ln σ(d_g)` per group
-/// (`−ln(1 + e^{−d})`, stable both ways), then a log-sum-exp over the groups minus `ln G`.
+/// `ln` of [`neg_label_from_cosines`], accurate at both ends: near `S = 1` as
+/// `ln(1 − mean_g σ(−d_g))` with `log1p` (the complements `σ(−d_g)` are tiny but exact), else as
+/// a log-sum-exp of `ln σ(d_g)` (`−ln(1 + e^{−d})`, stable both ways) minus `ln G`.
 pub(crate) fn ln_neg_label_from_cosines(
     pos: &[f64],
     neg: &[f64],
     groups: usize,
     temperature: f64,
 ) -> f64 {
-    let ln_sig: Vec<f64> = group_logit_gaps(pos, neg, groups, temperature)
-        .map(|d| {
+    let gaps: Vec<f64> = group_logit_gaps(pos, neg, groups, temperature).collect();
+    let sigmoid = |d: f64| {
+        if d >= 0.0 {
+            1.0 / (1.0 + (-d).exp())
+        } else {
+            let e = d.exp();
+            e / (1.0 + e)
+        }
+    };
+    let complement = gaps.iter().map(|&d| sigmoid(-d)).sum::<f64>() / groups as f64;
+    if complement <= 0.5 {
+        return (-complement).ln_1p();
+    }
+    let ln_sig: Vec<f64> = gaps
+        .iter()
+        .map(|&d| {
             if d >= 0.0 {
                 -(-d).exp().ln_1p()
             } else {
@@ -403,7 +418,10 @@ mod tests {
                 let neg: Vec<f64> = NEG[i][..7 / groups * groups].to_vec();
                 let s = neg_label_from_cosines(&POS[i], &neg, groups, 0.01);
                 let l = ln_neg_label_from_cosines(&POS[i], &neg, groups, 0.01);
-                assert!((l - s.ln()).abs() < 1e-12 * s.ln().abs().max(1.0), "{l} vs ln {s}");
+                assert!(
+                    (l - s.ln()).abs() < 1e-12 * s.ln().abs().max(1.0),
+                    "{l} vs ln {s}"
+                );
             }
         }
         // ID cosine 0.55 vs negatives at 0.23 (τ = 0.01): S = 1 − 1.3e-14 rounds to 1.0 in f32
@@ -418,7 +436,29 @@ mod tests {
         );
         assert!(la > lb && lb < 0.0, "{la} {lb}");
         let want = -(4.0f64 * (-32.0f64).exp()).ln_1p();
-        assert!((la as f64 - want).abs() < 1e-6 * want.abs(), "{la} vs {want}");
+        assert!(
+            (la as f64 - want).abs() < 1e-6 * want.abs(),
+            "{la} vs {want}"
+        );
+        // Grouped, near 1: 100 groups each with S_g = 1 − e^{−d_g}; the mean is exact.
+        let pos = [0.55];
+        let neg: Vec<f64> = (0..200).map(|j| 0.20 + 0.0001 * j as f64).collect();
+        let l = ln_neg_label_from_cosines(&pos, &neg, 100, 0.01);
+        let want = -(0..100)
+            .map(|g| {
+                let lse = |v: &[f64]| {
+                    let m = v.iter().cloned().fold(f64::MIN, f64::max);
+                    m + v.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
+                };
+                let grp: Vec<f64> = neg[2 * g..2 * g + 2].iter().map(|c| c / 0.01).collect();
+                (-(55.0 - lse(&grp))).exp()
+            })
+            .sum::<f64>()
+            / 100.0;
+        assert!(
+            l < 0.0 && (l - want).abs() < 1e-9 * want.abs(),
+            "{l} vs {want}"
+        );
         // Far below: ln S ≈ d, finite where S underflows to 0.
         let l = ln_neg_label_from_cosines(&[0.1], &[0.95], 1, 1e-4);
         assert!((l - (0.1 - 0.95) / 1e-4).abs() < 1e-6, "{l}");
