@@ -18,7 +18,9 @@
 //! All images are kept as 8-bit RGB `side × side × 3` (grayscale replicated to three channels) and
 //! normalised with the per-channel mean and standard deviation of the training images.
 
-use crate::data::preprocess::{center_crop, resize_bilinear_pil, shorter_side_size};
+use crate::data::preprocess::{
+    center_crop, normalized_tensor, resize_bilinear_pil, shorter_side_size,
+};
 use crate::data::{DataSpec, Pixels};
 use crate::error::{Error, Result};
 use crate::models::akamaster::CifarResNet;
@@ -648,15 +650,7 @@ fn channel_stats(pixels: &[u8]) -> ([f32; 3], [f32; 3]) {
 
 /// Normalised `(n, 3, side, side)` f32 tensor of a set.
 fn to_tensor(set: &ImageSet, mean: [f32; 3], std: [f32; 3]) -> Tensor {
-    let s = set.side as i64;
-    let x = Tensor::from_slice(&set.pixels)
-        .view([set.len() as i64, s, s, 3])
-        .permute([0, 3, 1, 2])
-        .to_kind(Kind::Float)
-        / 255.0;
-    let m = Tensor::from_slice(&mean).view([1, 3, 1, 1]);
-    let sd = Tensor::from_slice(&std).view([1, 3, 1, 1]);
-    ((x - m) / sd).contiguous()
+    normalized_tensor(&set.pixels, set.side, mean, std)
 }
 
 fn extract_set(

@@ -96,20 +96,6 @@ fn subsample(set: Images, n: usize, side: usize, seed: u64) -> Images {
     }
 }
 
-/// Normalised `(n, 3, side, side)` f32 tensor of 8-bit HWC images.
-pub fn to_tensor(pixels: &[u8], side: usize, mean: [f32; 3], std: [f32; 3]) -> Tensor {
-    let s = side as i64;
-    let n = (pixels.len() / (side * side * 3)) as i64;
-    let x = Tensor::from_slice(pixels)
-        .view([n, s, s, 3])
-        .permute([0, 3, 1, 2])
-        .to_kind(Kind::Float)
-        / 255.0;
-    let m = Tensor::from_slice(&mean).view([1, 3, 1, 1]);
-    let sd = Tensor::from_slice(&std).view([1, 3, 1, 1]);
-    ((x - m) / sd).contiguous()
-}
-
 /// Input convention of the trainable networks (the one `load_network` applies at extraction).
 fn input_spec(model: &str) -> Result<(InputSpec, &'static str)> {
     let cifar = InputSpec {
@@ -495,11 +481,16 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         }
         (None, false) => None,
     };
-    let images = to_tensor(&train_set.pixels, side as usize, spec.mean, spec.std);
+    let images = ood_nn::data::preprocess::normalized_tensor(
+        &train_set.pixels,
+        side as usize,
+        spec.mean,
+        spec.std,
+    );
     let labels = Tensor::from_slice(&train_set.labels);
-    let outliers = outliers_u8
-        .as_ref()
-        .map(|o| to_tensor(o, side as usize, spec.mean, spec.std));
+    let outliers = outliers_u8.as_ref().map(|o| {
+        ood_nn::data::preprocess::normalized_tensor(o, side as usize, spec.mean, spec.std)
+    });
     let read_secs = t_read.elapsed().as_secs_f64();
 
     let mut cfg = cfg;

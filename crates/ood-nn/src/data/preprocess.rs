@@ -9,6 +9,7 @@
 //! offset is `int(round((h - C) / 2))` with Python's round-half-to-even.
 
 use image::RgbImage;
+use tch::{Kind, Tensor};
 
 /// A preprocessing pipeline (see the module doc for the order of the steps).
 #[derive(Debug, Clone, PartialEq)]
@@ -277,6 +278,21 @@ fn resize_pil(img: &RgbImage, out_w: u32, out_h: u32, coeffs: CoeffFn) -> RgbIma
         tmp
     };
     RgbImage::from_raw(out_w, out_h, out).expect("buffer size matches the dimensions")
+}
+
+/// Normalised `(n, 3, side, side)` f32 tensor of `n` 8-bit RGB images stored `side × side × 3`
+/// row-major one after the other: `(x / 255 − mean) / std` per channel.
+pub fn normalized_tensor(pixels: &[u8], side: usize, mean: [f32; 3], std: [f32; 3]) -> Tensor {
+    let s = side as i64;
+    let n = (pixels.len() / (side * side * 3).max(1)) as i64;
+    let x = Tensor::from_slice(pixels)
+        .view([n, s, s, 3])
+        .permute([0, 3, 1, 2])
+        .to_kind(Kind::Float)
+        / 255.0;
+    let m = Tensor::from_slice(&mean).view([1, 3, 1, 1]);
+    let sd = Tensor::from_slice(&std).view([1, 3, 1, 1]);
+    ((x - m) / sd).contiguous()
 }
 
 #[cfg(test)]
