@@ -536,7 +536,12 @@ pub struct TrainArgs {
     /// Jigsaw grid (4 = 4x4 tiles).
     #[arg(long, default_value_t = 4)]
     pub grid: usize,
-    /// Disable the random crop + flip augmentation.
+    /// Augmentation: auto (the method's recipe: simclr for supcon, reweightood and tagfog, cifar
+    /// otherwise), cifar (pad 4 + random crop, flip), simclr (random resized crop 0.2-1, flip,
+    /// colour jitter 0.4/0.4/0.4/0.1 with p 0.8, grayscale p 0.2), or none.
+    #[arg(long, value_parser = ["auto", "cifar", "simclr", "none"], default_value = "auto")]
+    pub augment: String,
+    /// Disable augmentation (same as --augment none).
     #[arg(long)]
     pub no_augment: bool,
     /// Seed (initialisation, shuffling, augmentation, jigsaws).
@@ -556,6 +561,14 @@ pub struct TrainArgs {
     /// `cpu` or `cuda` / `cuda:N`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Forward/loss precision: fp32, or bf16 autocast on the device (as
+    /// `torch.autocast(dtype=torch.bfloat16)`; weights and optimiser state stay float32).
+    #[arg(long, value_parser = ["fp32", "bf16"], default_value = "fp32")]
+    pub precision: String,
+    /// Keep convolution weights and input batches channels-last (NHWC) while training; usually
+    /// faster on CUDA with bf16.
+    #[arg(long)]
+    pub channels_last: bool,
     /// Output folder (model, head, config, checkpoint).
     #[arg(long)]
     pub out_dir: PathBuf,

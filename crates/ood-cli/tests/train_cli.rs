@@ -195,6 +195,11 @@ fn train_every_method_exports_loadable_weights() {
         if method == "tagfog" {
             args.extend(["--anchors", anchors.to_str().unwrap()]);
         }
+        // Two methods run in bf16 autocast with channels-last weights; the export is the same.
+        let bf16 = method == "oe" || method == "reweightood";
+        if bf16 {
+            args.extend(["--precision", "bf16", "--channels-last"]);
+        }
         ok(ood(&args));
         let cfg: serde_json::Value =
             serde_json::from_slice(&std::fs::read(out.join("train.config.json")).unwrap()).unwrap();
@@ -205,6 +210,16 @@ fn train_every_method_exports_loadable_weights() {
         }
         assert_eq!(cfg["classes"], 3);
         assert_eq!(cfg["class_names"][1], "beta");
+        let tc = &cfg["train_config"];
+        assert_eq!(tc["precision"], if bf16 { "bf16" } else { "fp32" });
+        assert_eq!(tc["channels_last"], bf16);
+        // --augment auto: the SimCLR chain for the two-view methods, pad-and-crop otherwise.
+        let two_views = ["supcon", "reweightood", "tagfog"].contains(&method);
+        assert_eq!(
+            tc["augment"]["simclr"].is_object(),
+            two_views,
+            "{method}: {tc}"
+        );
         assert!(out.join("last.safetensors").is_file() && out.join("state.json").is_file());
         let head = ood_core::Head::load(out.join("head.safetensors")).unwrap();
         assert_eq!(head.num_classes(), 3, "{method}: exported head");

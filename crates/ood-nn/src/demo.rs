@@ -735,12 +735,7 @@ pub fn run(
         crate::train::train(
             net.var_store(),
             &|x, train| net_ref.forward_t(x, train),
-            &TrainData {
-                images: &images,
-                labels: &labels,
-                outliers: None,
-                anchors: None,
-            },
+            &TrainData::new(&images, &labels),
             &opts.train,
             None,
             false,

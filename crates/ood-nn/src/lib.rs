@@ -6,12 +6,15 @@
 //! [`ood_core::Features`] file that the detectors of `ood-core` score.
 
 pub mod align;
+pub mod augment;
+pub mod autocast;
 pub mod clip;
 pub mod data;
 pub mod demo;
 pub mod error;
 pub mod jigsaw;
 pub mod losses;
+pub mod malloc;
 pub mod models;
 pub mod network;
 pub mod text;

@@ -7,15 +7,19 @@
 //!   weights as an uninterrupted run.
 //! * Cosine learning-rate schedule per step, with an optional linear warm-up (the intended
 //!   schedule; the reference CIDER/ReweightOOD code's negative-lr first epoch is not reproduced).
-//! * Standard CIFAR augmentation on tensors (random crop after padding with the normalised black
-//!   value, horizontal flip), seeded per epoch so that resume is exact. The contrastive methods
-//!   (SupCon, ReweightOOD, TagFog) see two views of every sample, each augmented independently
-//!   (the references use a SimCLR-style chain with colour jitter and random resized crops; here
-//!   the same crop + flip as the CE recipe, applied twice).
+//! * Augmentation on tensors ([`crate::augment`]): the CIFAR recipe (random crop after padding
+//!   with the normalised black value, horizontal flip) or the contrastive references' SimCLR chain
+//!   (random resized crop, flip, colour jitter, grayscale), seeded per epoch so that resume is
+//!   exact. The contrastive methods (SupCon, ReweightOOD, TagFog) see two views of every sample,
+//!   each augmented independently.
 //! * The contrastive methods' projection head (`proj.*`) and, for SupCon/ReweightOOD, an online
 //!   linear probe on detached features (`probe.*`) are created here in the network's
 //!   [`nn::VarStore`], initialised from the seed (PyTorch's `Linear` distribution,
 //!   `U(±1/√fan_in)`), trained and checkpointed with it.
+//! * Optional bf16 autocast ([`Precision::Bf16`], `torch.autocast(dtype=torch.bfloat16)` on the
+//!   training device, CPU or CUDA: forward and loss in mixed precision, backward and the update
+//!   on the float32 weights) and channels-last weights and inputs ([`TrainConfig::channels_last`]),
+//!   see [`crate::autocast`].
 //! * A checkpoint after every epoch (`last.safetensors` with all variables and the optimiser
 //!   state, plus `state.json` with the epoch, the config and the epoch logs), written atomically.
 //!
@@ -23,6 +27,8 @@
 //! features and logits ([`Forward`]), so any model of this crate (or a test's tiny CNN) trains
 //! through the same code.
 
+pub use crate::augment::Augment;
+use crate::augment::augment_batch;
 use crate::error::{Error, Result};
 use crate::losses::{self, Extra, Method};
 use crate::network::Forward;
@@ -35,17 +41,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor, nn};
-
-/// Random crop + flip augmentation for small images.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Augment {
-    /// Pixels of padding before the random crop (4 for CIFAR; 0 disables cropping).
-    pub crop_padding: i64,
-    /// Random horizontal flip with probability 1/2.
-    pub horizontal_flip: bool,
-    /// Per-channel value used for padding, in normalised units (black: `-mean/std`).
-    pub pad_value: [f32; 3],
-}
 
 /// The optimiser.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
@@ -87,6 +82,18 @@ impl Optimizer {
     }
 }
 
+/// Arithmetic precision of the forward pass and loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// Float32 throughout.
+    #[default]
+    Fp32,
+    /// bf16 autocast on the training device (weights, gradients and optimiser state stay
+    /// float32; no loss scaling is needed with bf16's exponent range).
+    Bf16,
+}
+
 /// Everything that defines a training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -117,6 +124,13 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Drop the last incomplete batch.
     pub drop_last: bool,
+    /// Forward/loss precision.
+    #[serde(default)]
+    pub precision: Precision,
+    /// Store 4-D weights and input batches channels-last (NHWC strides) during training; the
+    /// exported weights are plain contiguous tensors either way.
+    #[serde(default)]
+    pub channels_last: bool,
 }
 
 impl Default for TrainConfig {
@@ -136,6 +150,8 @@ impl Default for TrainConfig {
             augment: None,
             seed: 0,
             drop_last: false,
+            precision: Precision::Fp32,
+            channels_last: false,
         }
     }
 }
@@ -186,6 +202,18 @@ pub struct TrainData<'a> {
     pub anchors: Option<&'a Tensor>,
 }
 
+impl<'a> TrainData<'a> {
+    /// Images and labels only (no outliers, no anchors).
+    pub fn new(images: &'a Tensor, labels: &'a Tensor) -> TrainData<'a> {
+        TrainData {
+            images,
+            labels,
+            outliers: None,
+            anchors: None,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct State {
     epochs_done: usize,
@@ -208,35 +236,6 @@ fn tensor_err(path: &Path, e: tch::TchError) -> Error {
         path: path.to_path_buf(),
         reason: e.to_string(),
     }
-}
-
-fn augment_batch(x: &Tensor, aug: &Augment, rng: &mut ChaCha8Rng) -> Tensor {
-    let (n, h, w) = (x.size()[0], x.size()[2], x.size()[3]);
-    let p = aug.crop_padding;
-    let padded = if p > 0 {
-        let pad = Tensor::from_slice(&aug.pad_value)
-            .view([1, 3, 1, 1])
-            .to_device(x.device());
-        let base = pad.expand([n, 3, h + 2 * p, w + 2 * p], false).contiguous();
-        base.narrow(2, p, h).narrow(3, p, w).copy_(x);
-        base
-    } else {
-        x.shallow_clone()
-    };
-    let mut out = Vec::with_capacity(n as usize);
-    for i in 0..n {
-        let (dy, dx) = if p > 0 {
-            (rng.gen_range(0..=2 * p), rng.gen_range(0..=2 * p))
-        } else {
-            (0, 0)
-        };
-        let mut xi = padded.get(i).narrow(1, dy, h).narrow(2, dx, w);
-        if aug.horizontal_flip && rng.r#gen::<bool>() {
-            xi = xi.flip([2]);
-        }
-        out.push(xi);
-    }
-    Tensor::stack(&out, 0)
 }
 
 /// Seeded PyTorch-style initialisation of the linear layers under `prefix` (`U(±1/√fan_in)` for
@@ -387,6 +386,9 @@ pub fn train(
         anchors: anchors.as_ref(),
     };
 
+    if cfg.channels_last {
+        set_layout(vs, true);
+    }
     let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     let trainable: Vec<(String, Tensor)> = vars
@@ -484,7 +486,7 @@ pub fn train(
             } else {
                 view(&mut rng)
             };
-            let x = x.to_device(device);
+            let x = layout(cfg, x.to_device(device));
             let y = y.to_device(device);
             let k = cfg.method.outlier_batch(hi - lo);
             let outliers = match data.outliers {
@@ -495,13 +497,18 @@ pub fn train(
                     if let Some(aug) = &cfg.augment {
                         ox = augment_batch(&ox, aug, &mut rng);
                     }
-                    Some(ox.to_device(device))
+                    Some(layout(cfg, ox.to_device(device)))
                 }
                 _ => None,
             };
-            let out = cfg
-                .method
-                .loss(forward, &x, &y, outliers.as_ref(), &extra, &mut rng);
+            let mut loss = || {
+                cfg.method
+                    .loss(forward, &x, &y, outliers.as_ref(), &extra, &mut rng)
+            };
+            let out = match cfg.precision {
+                Precision::Fp32 => loss(),
+                Precision::Bf16 => crate::autocast::autocast(device, Kind::BFloat16, loss),
+            };
             let loss_v = out.loss.double_value(&[]);
             if !loss_v.is_finite() {
                 return Err(Error::Config(format!(
@@ -557,7 +564,35 @@ pub fn train(
             )?;
         }
     }
+    if cfg.channels_last {
+        set_layout(vs, false);
+    }
     Ok(logs)
+}
+
+/// An input batch in the configured memory layout.
+fn layout(cfg: &TrainConfig, x: Tensor) -> Tensor {
+    if cfg.channels_last {
+        crate::autocast::channels_last(&x)
+    } else {
+        x
+    }
+}
+
+/// Re-stores every 4-D variable of `vs` channels-last, or back to contiguous NCHW.
+fn set_layout(vs: &nn::VarStore, channels_last: bool) {
+    tch::no_grad(|| {
+        for (_, mut var) in vs.variables() {
+            if var.dim() == 4 {
+                let data = if channels_last {
+                    crate::autocast::channels_last(&var)
+                } else {
+                    var.contiguous()
+                };
+                var.set_data(&data);
+            }
+        }
+    });
 }
 
 /// One optimiser step at learning rate `lr`; `t` is the 1-based global step (AdamW's bias
@@ -577,19 +612,21 @@ fn update(
         let mut p = p.shallow_clone();
         match cfg.optimizer {
             Optimizer::Sgd => {
+                // In place on the gradient (zeroed before the next backward), as
+                // `torch.optim.SGD` does; the same operations in the same order as
+                // d = g + wd·p; buf = m·buf + d; d = d + m·buf (Nesterov) or buf; p -= lr·d.
                 let buf = &mut state[0][i];
-                let mut d = if cfg.weight_decay != 0.0 {
-                    &g + &p * cfg.weight_decay
-                } else {
-                    g.shallow_clone()
-                };
+                let mut d = g;
+                if cfg.weight_decay != 0.0 {
+                    let _ = d.g_add_(&(&p * cfg.weight_decay));
+                }
                 if cfg.momentum != 0.0 {
                     let _ = buf.g_mul_scalar_(cfg.momentum).g_add_(&d);
-                    d = if cfg.nesterov {
-                        &d + &*buf * cfg.momentum
+                    if cfg.nesterov {
+                        let _ = d.g_add_(&(&*buf * cfg.momentum));
                     } else {
-                        buf.shallow_clone()
-                    };
+                        d = buf.shallow_clone();
+                    }
                 }
                 let _ = p.g_sub_(&(d * lr));
             }
@@ -624,11 +661,14 @@ fn save_checkpoint(
     let mut named: Vec<(String, Tensor)> = vs
         .variables()
         .into_iter()
-        .map(|(k, v)| (k, v.to_device(Device::Cpu)))
+        .map(|(k, v)| (k, v.to_device(Device::Cpu).contiguous()))
         .collect();
     for (prefix, bufs) in prefixes.iter().zip(opt_state) {
         for ((name, _), buf) in trainable.iter().zip(bufs) {
-            named.push((format!("{prefix}.{name}"), buf.to_device(Device::Cpu)));
+            named.push((
+                format!("{prefix}.{name}"),
+                buf.to_device(Device::Cpu).contiguous(),
+            ));
         }
     }
     named.sort_by(|a, b| a.0.cmp(&b.0));

@@ -115,7 +115,12 @@ fn to_tensor(px: &[u8]) -> Tensor {
         .contiguous()
 }
 
+/// The two-view (contrastive) methods train with the references' SimCLR chain, the others with
+/// pad-and-crop + flip.
 fn cfg(method: Method, epochs: usize) -> TrainConfig {
+    let simclr = method
+        .two_views()
+        .then(|| ood_nn::augment::Simclr::reference([0.5; 3], [0.25; 3]));
     TrainConfig {
         method,
         epochs,
@@ -128,6 +133,7 @@ fn cfg(method: Method, epochs: usize) -> TrainConfig {
             crop_padding: 1,
             horizontal_flip: true,
             pad_value: [-2.0; 3],
+            simclr,
         }),
         seed: 7,
         ..TrainConfig::default()
@@ -195,8 +201,10 @@ fn train_every_method_reduces_the_loss() {
             0.8,
             0.9,
         ),
-        (Method::supcon(), 0.8, 0.95),
-        (Method::reweightood(), 0.7, 0.95),
+        // Probe accuracy on SimCLR views of 8x8 images whose class is partly a spatial layout
+        // that random resized crops disturb: 0.87-0.91 measured for the two contrastive methods.
+        (Method::supcon(), 0.8, 0.8),
+        (Method::reweightood(), 0.7, 0.8),
         (Method::tagfog(), 0.8, 0.5),
     ];
     for (method, ratio, min_acc) in methods {
@@ -214,17 +222,19 @@ fn train_every_method_reduces_the_loss() {
             outliers,
             anchors: tagfog.then_some(&a),
         };
+        // The SimCLR views of the two-view methods are harder: they get twice the epochs.
+        let epochs = if method.two_views() { 12 } else { 6 };
         let logs = train(
             &m.vs,
             &fwd,
             &data,
-            &cfg(method.clone(), 6),
+            &cfg(method.clone(), epochs),
             None,
             false,
             &mut |_| {},
         )
         .unwrap();
-        let (first, last) = (logs[0].loss, logs[5].loss);
+        let (first, last) = (logs[0].loss, logs[epochs - 1].loss);
         println!(
             "{method:?}: loss {first:.4} -> {last:.4}, accuracy {:.3} -> {:.3}",
             logs[0].accuracy, logs[5].accuracy
@@ -234,10 +244,11 @@ fn train_every_method_reduces_the_loss() {
             "{method:?}: last-epoch loss {last} is not below {ratio} x first {first}"
         );
         assert!(
-            logs[5].accuracy > logs[0].accuracy + 0.2 && logs[5].accuracy >= min_acc,
+            logs[epochs - 1].accuracy > logs[0].accuracy + 0.2
+                && logs[epochs - 1].accuracy >= min_acc,
             "{method:?}: accuracy {} -> {}",
             logs[0].accuracy,
-            logs[5].accuracy
+            logs[epochs - 1].accuracy
         );
         if tagfog || method.has_probe() {
             let names = weights(&m.vs);
@@ -331,12 +342,7 @@ fn train_supcon_with_adamw_resumes_exactly() {
     let (px, y) = images_u8();
     let x = to_tensor(&px);
     let y = Tensor::from_slice(&y);
-    let data = TrainData {
-        images: &x,
-        labels: &y,
-        outliers: None,
-        anchors: None,
-    };
+    let data = TrainData::new(&x, &y);
     let mut c = cfg(Method::supcon(), 3);
     c.optimizer = Optimizer::adamw();
     c.lr = 3e-3;
@@ -448,12 +454,7 @@ fn train_adamw_matches_libtorch_adamw() {
         augment: None,
         ..TrainConfig::default()
     };
-    let data = TrainData {
-        images: &x,
-        labels: &y,
-        outliers: None,
-        anchors: None,
-    };
+    let data = TrainData::new(&x, &y);
     train(&vs, &fwd, &data, &c, None, false, &mut |_| {}).unwrap();
     // libtorch's AdamW on the same problem.
     let (vs2, fc2) = linear_model();

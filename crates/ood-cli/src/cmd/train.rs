@@ -9,7 +9,7 @@ use ood_nn::Forward;
 use ood_nn::data::{DataSpec, Preprocess};
 use ood_nn::losses::{Method, mixoe};
 use ood_nn::network::{InputSpec, load_safetensors};
-use ood_nn::train::{Augment, EpochLog, Optimizer, TrainConfig, TrainData, train};
+use ood_nn::train::{Augment, EpochLog, Optimizer, Precision, TrainConfig, TrainData, train};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -276,6 +276,10 @@ fn recipe(a: &TrainArgs) -> Result<TrainConfig> {
         c.optimizer = Optimizer::adamw();
     }
     c.seed = a.seed;
+    if a.precision == "bf16" {
+        c.precision = Precision::Bf16;
+    }
+    c.channels_last = a.channels_last;
     Ok(c)
 }
 
@@ -494,14 +498,12 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let read_secs = t_read.elapsed().as_secs_f64();
 
     let mut cfg = cfg;
-    if !a.no_augment {
-        let pad: Vec<f32> = (0..3).map(|c| -spec.mean[c] / spec.std[c]).collect();
-        cfg.augment = Some(Augment {
-            crop_padding: 4,
-            horizontal_flip: true,
-            pad_value: [pad[0], pad[1], pad[2]],
-        });
-    }
+    cfg.augment = match (a.no_augment, a.augment.as_str()) {
+        (true, _) | (_, "none") => None,
+        (_, "simclr") => Some(Augment::simclr(spec.mean, spec.std)),
+        (_, "auto") if cfg.method.two_views() => Some(Augment::simclr(spec.mean, spec.std)),
+        _ => Some(Augment::cifar(spec.mean, spec.std)),
+    };
     std::fs::create_dir_all(&a.out_dir)
         .with_context(|| format!("creating {}", a.out_dir.display()))?;
     if !a.resume && a.out_dir.join("state.json").exists() {
