@@ -2,14 +2,8 @@
 //! learns to point every training row at its class's anchor (here the head's rows), and bad
 //! anchors are a clear error with exit code 2 and no output file.
 
-use std::process::{Command, Output};
-
-fn ood(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ood"))
-        .args(args)
-        .output()
-        .expect("the ood binary runs")
-}
+mod common;
+use common::ood;
 
 #[test]
 fn align_fits_anchors_and_rejects_bad_input() {

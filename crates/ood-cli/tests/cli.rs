@@ -1,7 +1,9 @@
 //! Runs the built `ood` binary: `ood metrics` output and exit codes.
 
+mod common;
+use common::{assert_fails, ood, stderr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 const A_ID: [f64; 20] = [
     0.95, 0.91, 0.88, 0.86, 0.83, 0.80, 0.78, 0.74, 0.71, 0.69, 0.66, 0.62, 0.58, 0.55, 0.51, 0.47,
@@ -12,22 +14,11 @@ const A_OOD: [f64; 20] = [
     0.15, 0.12, 0.08, 0.05,
 ];
 
-fn ood(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ood"))
-        .args(args)
-        .output()
-        .expect("the ood binary runs")
-}
-
 fn write_text(dir: &Path, name: &str, values: &[f64]) -> PathBuf {
     let p = dir.join(name);
     let text: String = values.iter().map(|v| format!("{v}\n")).collect();
     std::fs::write(&p, text).unwrap();
     p
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn json_of(o: &Output) -> serde_json::Value {
@@ -114,14 +105,6 @@ fn metrics_table_names_the_convention() {
         assert!(out.contains("AUROC       0.810000    81.00"), "{out}");
         assert!(out.contains("FPR@95      0.650000    65.00"), "{out}");
         assert!(out.contains("(20 scores)"), "{out}");
-    }
-}
-
-fn assert_fails(o: &Output, needles: &[&str]) {
-    assert_eq!(o.status.code(), Some(2), "exit code; stderr: {}", stderr(o));
-    let e = stderr(o);
-    for n in needles {
-        assert!(e.contains(n), "stderr lacks {n:?}: {e}");
     }
 }
 

@@ -6,20 +6,11 @@
 //! `. scripts/env` (which `scripts/test` sources). Where they are missing the test says so and
 //! skips.
 
+mod common;
+use common::{assert_fails, ood, stderr};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn ood(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ood"))
-        .args(args)
-        .output()
-        .expect("the ood binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use std::process::Command;
 
 fn fmnist_available() -> bool {
     let ok = Path::new("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file();
@@ -197,18 +188,6 @@ fn demo_quick_trains_scores_and_reports() {
         "temporary files left: {:?}",
         leftovers(&out)
     );
-}
-
-fn assert_fails(o: &Output, needles: &[&str]) {
-    let err = stderr(o);
-    assert_eq!(
-        o.status.code(),
-        Some(2),
-        "exit code 2 expected; stderr: {err}"
-    );
-    for n in needles {
-        assert!(err.contains(n), "stderr lacks '{n}': {err}");
-    }
 }
 
 #[test]

@@ -1,20 +1,9 @@
 //! End-to-end runs of the `ood` binary: `example`, `eval`, `score` and `list`, including the error
 //! contract (exit code 2, a message naming the file and the problem, no partial output files).
 
+mod common;
+use common::{ood_in as ood, stderr};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn ood(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ood"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("the ood binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// Generates the synthetic example once into `dir` and returns its feature folder.
 fn example(dir: &Path) -> std::path::PathBuf {

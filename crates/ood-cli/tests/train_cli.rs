@@ -3,26 +3,11 @@
 //! that `ood extract` loads, TagFog exports the K ID classes only, and bad inputs exit with code
 //! 2 naming the file.
 
+mod common;
+use common::{ok, ood, stderr};
 use ood_core::safetensors::{Dtype, TensorToWrite, write};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn ood(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ood"))
-        .args(args)
-        .output()
-        .expect("the ood binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn ok(o: Output) -> Output {
-    assert!(o.status.success(), "ood failed: {}", stderr(&o));
-    o
-}
 
 /// `dir/<class>/NN.png`, 3 classes x 12 images of 32x32: class c is bright in its own third of
 /// the image with its own tint, plus a deterministic pattern.
