@@ -325,6 +325,35 @@ fn demo_runs_on_user_folders() {
         config["extra"]["classes"],
         serde_json::json!(["class0", "class1", "class2"])
     );
+
+    // A failure after training and extraction (a KNN bank smaller than k, found at fit time):
+    // exit 2, the problem named, and the features written on the way removed again.
+    let out2 = dir.path().join("out2");
+    let o = ood(&[
+        "demo",
+        "--train",
+        &format!("folder:{}", train.display()),
+        "--test",
+        &format!("folder:{}", test.display()),
+        "--far",
+        &format!("grey=folder:{}", far.display()),
+        "--side",
+        "16",
+        "--epochs",
+        "1",
+        "--detectors",
+        "knn",
+        "--param",
+        "knn.k=100000",
+        "--out-dir",
+        out2.to_str().unwrap(),
+    ]);
+    assert_fails(&o, &["knn", "100000"]);
+    assert!(
+        !out2.exists(),
+        "no partial output, but {} remains",
+        out2.display()
+    );
 }
 
 /// Headless Chromium renders `ood example`'s report; the screenshot must show a page with content

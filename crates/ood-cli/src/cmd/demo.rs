@@ -112,24 +112,26 @@ pub fn run(a: DemoArgs) -> Result<()> {
             .join(", ")
     );
 
-    let mut opts = RunOptions::new(a.epochs, a.seed);
-    opts.depth = a.depth;
-    let steps_per_epoch = data.train.len().div_ceil(opts.train.batch_size);
-    let bar = ProgressBar::new((steps_per_epoch * a.epochs) as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix} {bar:30} {pos}/{len} steps {elapsed_precise} eta {eta} {msg}",
-        )
-        .expect("valid template"),
-    );
-    bar.set_prefix(format!("training ResNet-{}", a.depth));
-    let mut extracting = String::new();
-    let t_train = Instant::now();
-    let out = demo::run(
-        &data,
-        &opts,
-        &a.out_dir.join("features"),
-        &mut |e: &Event<'_>| match e {
+    // Feature files are written as the run goes; if it fails later (extraction of a later set,
+    // or evaluation), the features folder it created is removed again: no partial output.
+    let features = a.out_dir.join("features");
+    let fresh = !features.exists();
+    let out_fresh = !a.out_dir.exists();
+    let result = (|| -> Result<()> {
+        let mut opts = RunOptions::new(a.epochs, a.seed);
+        opts.depth = a.depth;
+        let steps_per_epoch = data.train.len().div_ceil(opts.train.batch_size);
+        let bar = ProgressBar::new((steps_per_epoch * a.epochs) as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix} {bar:30} {pos}/{len} steps {elapsed_precise} eta {eta} {msg}",
+            )
+            .expect("valid template"),
+        );
+        bar.set_prefix(format!("training ResNet-{}", a.depth));
+        let mut extracting = String::new();
+        let t_train = Instant::now();
+        let out = demo::run(&data, &opts, &features, &mut |e: &Event<'_>| match e {
             Event::Train(s) => {
                 bar.set_message(format!(
                     "epoch {}/{} loss {:.4} lr {:.4}",
@@ -148,66 +150,74 @@ pub fn run(a: DemoArgs) -> Result<()> {
                     eprintln!("extracted {name}: {total} images");
                 }
             }
-        },
-    )?;
-    bar.finish_and_clear();
-    let train_extract_s = t_train.elapsed().as_secs_f64();
-    for l in &out.logs {
-        eprintln!(
-            "epoch {:>2}: loss {:.4}  train accuracy {:.2}%  {:.1} s  {:.0} img/s",
-            l.epoch,
-            l.loss,
-            100.0 * l.accuracy,
-            l.seconds,
-            l.images_per_second
-        );
-    }
+        })?;
+        bar.finish_and_clear();
+        let train_extract_s = t_train.elapsed().as_secs_f64();
+        for l in &out.logs {
+            eprintln!(
+                "epoch {:>2}: loss {:.4}  train accuracy {:.2}%  {:.1} s  {:.0} img/s",
+                l.epoch,
+                l.loss,
+                100.0 * l.accuracy,
+                l.seconds,
+                l.images_per_second
+            );
+        }
 
-    let inputs = Inputs {
-        fit: out.fit.clone(),
-        fit_val: None,
-        head: out.head.clone(),
-        id: out.id_test.clone(),
-        ood: out.ood.clone(),
-    };
-    let run_opts = Options {
-        detectors,
-        convention,
-        sweep: None,
-        out_dir: a.out_dir.join("results"),
-        json: a.run.json.clone(),
-        vision_language: None,
-    };
-    let custom = a.train.is_some();
-    let extra = json!({
-        "benchmark": if custom { "custom" } else { "fashion-mnist 6/4 hold-out (built-in)" },
-        "seed": a.seed,
-        "quick": a.quick,
-        "sizes": if custom { serde_json::Value::Null } else { json!(sizes) },
-        "classes": data.classes,
-        "held_out_classes": if custom { json!(null) } else {
-            json!(demo::HELD_OUT.iter().map(|&c| demo::FMNIST_CLASSES[c as usize]).collect::<Vec<_>>())
-        },
-        "sets": std::iter::once(&data.train).chain(std::iter::once(&data.test)).chain(&data.ood)
-            .map(|s| json!({"name": s.name, "group": s.group, "images": s.len(), "side": s.side, "source": s.source}))
-            .collect::<Vec<_>>(),
-        "data_inputs": data.inputs,
-        "model": {"architecture": format!("akamaster resnet{}", opts.depth), "weights": out.weights.display().to_string(),
-                   "normalization": {"mean": out.normalization.0, "std": out.normalization.1}},
-        "training": {"config": opts.train, "epochs": out.logs, "seconds": out.train_seconds},
-        "threads": tch::get_num_threads(),
-    });
-    let title = if custom {
-        "oodkit demo: your data"
-    } else {
-        "oodkit demo: Fashion-MNIST 6-class hold-out benchmark"
-    };
-    eval::execute(title, "demo", &inputs, &run_opts, extra)?;
-    eprintln!(
-        "ood demo: training {:.1} s, training + extraction {:.1} s, total {:.1} s",
-        out.train_seconds,
-        train_extract_s,
-        t_all.elapsed().as_secs_f64()
-    );
-    Ok(())
+        let inputs = Inputs {
+            fit: out.fit.clone(),
+            fit_val: None,
+            head: out.head.clone(),
+            id: out.id_test.clone(),
+            ood: out.ood.clone(),
+        };
+        let run_opts = Options {
+            detectors,
+            convention,
+            sweep: None,
+            out_dir: a.out_dir.join("results"),
+            json: a.run.json.clone(),
+            vision_language: None,
+        };
+        let custom = a.train.is_some();
+        let extra = json!({
+            "benchmark": if custom { "custom" } else { "fashion-mnist 6/4 hold-out (built-in)" },
+            "seed": a.seed,
+            "quick": a.quick,
+            "sizes": if custom { serde_json::Value::Null } else { json!(sizes) },
+            "classes": data.classes,
+            "held_out_classes": if custom { json!(null) } else {
+                json!(demo::HELD_OUT.iter().map(|&c| demo::FMNIST_CLASSES[c as usize]).collect::<Vec<_>>())
+            },
+            "sets": std::iter::once(&data.train).chain(std::iter::once(&data.test)).chain(&data.ood)
+                .map(|s| json!({"name": s.name, "group": s.group, "images": s.len(), "side": s.side, "source": s.source}))
+                .collect::<Vec<_>>(),
+            "data_inputs": data.inputs,
+            "model": {"architecture": format!("akamaster resnet{}", opts.depth), "weights": out.weights.display().to_string(),
+                       "normalization": {"mean": out.normalization.0, "std": out.normalization.1}},
+            "training": {"config": opts.train, "epochs": out.logs, "seconds": out.train_seconds},
+            "threads": tch::get_num_threads(),
+        });
+        let title = if custom {
+            "oodkit demo: your data"
+        } else {
+            "oodkit demo: Fashion-MNIST 6-class hold-out benchmark"
+        };
+        eval::execute(title, "demo", &inputs, &run_opts, extra)?;
+        eprintln!(
+            "ood demo: training {:.1} s, training + extraction {:.1} s, total {:.1} s",
+            out.train_seconds,
+            train_extract_s,
+            t_all.elapsed().as_secs_f64()
+        );
+        Ok(())
+    })();
+    if result.is_err() && fresh {
+        let _ = std::fs::remove_dir_all(&features);
+        if out_fresh {
+            // Only if nothing else was written there.
+            let _ = std::fs::remove_dir(&a.out_dir);
+        }
+    }
+    result
 }
