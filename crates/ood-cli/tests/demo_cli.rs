@@ -285,24 +285,32 @@ fn demo_runs_on_user_folders() {
             .save(fd.join(format!("{i}.png")))
             .unwrap();
     }
+    let (train_s, test_s) = (
+        format!("folder:{}", train.display()),
+        format!("folder:{}", test.display()),
+    );
+    let far_s = format!("grey=folder:{}", far.display());
+    let demo = |out: &Path, epochs: &str, detectors: &[&str]| {
+        let mut args = vec![
+            "demo",
+            "--train",
+            &train_s,
+            "--test",
+            &test_s,
+            "--far",
+            &far_s,
+            "--side",
+            "16",
+            "--epochs",
+            epochs,
+            "--out-dir",
+        ];
+        args.push(out.to_str().unwrap());
+        args.extend_from_slice(detectors);
+        ood(&args)
+    };
     let out = dir.path().join("out");
-    let o = ood(&[
-        "demo",
-        "--train",
-        &format!("folder:{}", train.display()),
-        "--test",
-        &format!("folder:{}", test.display()),
-        "--far",
-        &format!("grey=folder:{}", far.display()),
-        "--side",
-        "16",
-        "--epochs",
-        "12",
-        "--detectors",
-        "msp,energy,knn",
-        "--out-dir",
-        out.to_str().unwrap(),
-    ]);
+    let o = demo(&out, "12", &["--detectors", "msp,energy,knn"]);
     assert!(
         o.status.success(),
         "ood demo on folders failed: {}",
@@ -329,25 +337,11 @@ fn demo_runs_on_user_folders() {
     // A failure after training and extraction (a KNN bank smaller than k, found at fit time):
     // exit 2, the problem named, and the features written on the way removed again.
     let out2 = dir.path().join("out2");
-    let o = ood(&[
-        "demo",
-        "--train",
-        &format!("folder:{}", train.display()),
-        "--test",
-        &format!("folder:{}", test.display()),
-        "--far",
-        &format!("grey=folder:{}", far.display()),
-        "--side",
-        "16",
-        "--epochs",
+    let o = demo(
+        &out2,
         "1",
-        "--detectors",
-        "knn",
-        "--param",
-        "knn.k=100000",
-        "--out-dir",
-        out2.to_str().unwrap(),
-    ]);
+        &["--detectors", "knn", "--param", "knn.k=100000"],
+    );
     assert_fails(&o, &["knn", "100000"]);
     assert!(
         !out2.exists(),
