@@ -13,6 +13,7 @@ pub mod data;
 pub mod demo;
 pub mod error;
 pub mod jigsaw;
+mod layers;
 pub mod losses;
 pub mod malloc;
 pub mod models;

@@ -26,11 +26,11 @@
 use crate::data::preprocess::{
     center_crop, resize_bicubic_pil, shorter_side_size, to_chw_normalized,
 };
+use crate::layers::{LayerNorm, Linear, Weights};
 use crate::{Error, Result};
 use image::RgbImage;
 use serde::Deserialize;
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 /// CLIP's image normalisation mean (after `x/255`).
@@ -373,30 +373,6 @@ fn activation(name: &str) -> std::result::Result<Act, String> {
     }
 }
 
-struct Linear {
-    weight: Tensor,
-    bias: Option<Tensor>,
-}
-
-impl Linear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.f_linear(&self.weight, self.bias.as_ref())?)
-    }
-}
-
-struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-    eps: f64,
-}
-
-impl LayerNorm {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.weight.size()[0];
-        Ok(x.f_layer_norm([h], Some(&self.weight), Some(&self.bias), self.eps, false)?)
-    }
-}
-
 struct Layer {
     ln1: LayerNorm,
     q: Linear,
@@ -449,58 +425,7 @@ impl Encoder {
     }
 }
 
-struct Weights {
-    path: PathBuf,
-    tensors: HashMap<String, Tensor>,
-    device: Device,
-}
-
 impl Weights {
-    fn take(&mut self, name: &str, shape: &[i64]) -> Result<Tensor> {
-        let t = self.tensors.remove(name).ok_or_else(|| Error::Weights {
-            path: self.path.clone(),
-            reason: format!("missing tensor {name:?}"),
-        })?;
-        if t.size() != shape {
-            return Err(Error::Weights {
-                path: self.path.clone(),
-                reason: format!(
-                    "tensor {name:?} has shape {:?}, config implies {shape:?}",
-                    t.size()
-                ),
-            });
-        }
-        if !matches!(
-            t.kind(),
-            Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double
-        ) {
-            return Err(Error::Weights {
-                path: self.path.clone(),
-                reason: format!("tensor {name:?} has dtype {:?}, expected a float", t.kind()),
-            });
-        }
-        Ok(t.f_to_kind(Kind::Float)?.f_to_device(self.device)?)
-    }
-
-    fn linear(&mut self, p: &str, out: i64, inp: i64, bias: bool) -> Result<Linear> {
-        Ok(Linear {
-            weight: self.take(&format!("{p}.weight"), &[out, inp])?,
-            bias: if bias {
-                Some(self.take(&format!("{p}.bias"), &[out])?)
-            } else {
-                None
-            },
-        })
-    }
-
-    fn layer_norm(&mut self, p: &str, h: i64, eps: f64) -> Result<LayerNorm> {
-        Ok(LayerNorm {
-            weight: self.take(&format!("{p}.weight"), &[h])?,
-            bias: self.take(&format!("{p}.bias"), &[h])?,
-            eps,
-        })
-    }
-
     fn encoder(&mut self, p: &str, c: &TowerConfig) -> Result<Encoder> {
         let (w, m, eps) = (c.hidden_size, c.intermediate_size, c.layer_norm_eps);
         let mut layers = Vec::new();
@@ -582,15 +507,7 @@ impl ClipModel {
             }
         };
         config.check().map_err(Error::Config)?;
-        let list = Tensor::read_safetensors(path).map_err(|e| Error::Weights {
-            path: path.to_path_buf(),
-            reason: format!("cannot read safetensors: {e}"),
-        })?;
-        let mut w = Weights {
-            path: path.to_path_buf(),
-            tensors: list.into_iter().collect(),
-            device,
-        };
+        let mut w = Weights::open(path, device, None)?;
         let (vw, tw, p) = (
             config.vision.hidden_size,
             config.text.hidden_size,

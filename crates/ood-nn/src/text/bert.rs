@@ -16,11 +16,11 @@
 //! `scripts/bench_minilm_torch.py` and the sentence-transformers golden embeddings of
 //! all-MiniLM-L6-v2 (see `tests/text_minilm.rs`).
 
+use crate::layers::{LayerNorm, Linear, Weights};
 use crate::{Error, Result};
 use serde::Deserialize;
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use tch::{Device, Kind, Tensor};
+use std::path::Path;
+use tch::{Device, Tensor};
 
 /// The fields of a Hugging Face BERT `config.json` that the forward pass needs.
 #[derive(Debug, Clone, Deserialize)]
@@ -135,30 +135,6 @@ impl BertConfig {
     }
 }
 
-struct Linear {
-    weight: Tensor,
-    bias: Tensor,
-}
-
-impl Linear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.f_linear(&self.weight, Some(&self.bias))?)
-    }
-}
-
-struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-    eps: f64,
-}
-
-impl LayerNorm {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.weight.size()[0];
-        Ok(x.f_layer_norm([h], Some(&self.weight), Some(&self.bias), self.eps, false)?)
-    }
-}
-
 struct Layer {
     query: Linear,
     key: Linear,
@@ -191,80 +167,6 @@ impl std::fmt::Debug for BertModel {
     }
 }
 
-/// Named tensors of one safetensors file, with the `bert.` prefix removed.
-struct WeightMap {
-    path: PathBuf,
-    tensors: HashMap<String, Tensor>,
-}
-
-impl WeightMap {
-    fn open(path: &Path) -> Result<Self> {
-        if !path.is_file() {
-            return Err(Error::Weights {
-                path: path.to_path_buf(),
-                reason: "file not found".into(),
-            });
-        }
-        let list = Tensor::read_safetensors(path).map_err(|e| Error::Weights {
-            path: path.to_path_buf(),
-            reason: format!("cannot read safetensors: {e}"),
-        })?;
-        let tensors = list
-            .into_iter()
-            .map(|(name, t)| match name.strip_prefix("bert.") {
-                Some(stripped) => (stripped.to_string(), t),
-                None => (name, t),
-            })
-            .collect();
-        Ok(WeightMap {
-            path: path.to_path_buf(),
-            tensors,
-        })
-    }
-
-    /// Removes tensor `name`, checks its shape, converts it to f32 on `device`.
-    fn take(&mut self, name: &str, shape: &[i64], device: Device) -> Result<Tensor> {
-        let t = self.tensors.remove(name).ok_or_else(|| Error::Weights {
-            path: self.path.clone(),
-            reason: format!("missing tensor {name:?}"),
-        })?;
-        if t.size() != shape {
-            return Err(Error::Weights {
-                path: self.path.clone(),
-                reason: format!(
-                    "tensor {name:?} has shape {:?}, config implies {shape:?}",
-                    t.size()
-                ),
-            });
-        }
-        if !matches!(
-            t.kind(),
-            Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double
-        ) {
-            return Err(Error::Weights {
-                path: self.path.clone(),
-                reason: format!("tensor {name:?} has dtype {:?}, expected a float", t.kind()),
-            });
-        }
-        Ok(t.f_to_kind(Kind::Float)?.f_to_device(device)?)
-    }
-
-    fn linear(&mut self, prefix: &str, out: i64, inp: i64, device: Device) -> Result<Linear> {
-        Ok(Linear {
-            weight: self.take(&format!("{prefix}.weight"), &[out, inp], device)?,
-            bias: self.take(&format!("{prefix}.bias"), &[out], device)?,
-        })
-    }
-
-    fn layer_norm(&mut self, prefix: &str, h: i64, eps: f64, device: Device) -> Result<LayerNorm> {
-        Ok(LayerNorm {
-            weight: self.take(&format!("{prefix}.weight"), &[h], device)?,
-            bias: self.take(&format!("{prefix}.bias"), &[h], device)?,
-            eps,
-        })
-    }
-}
-
 impl BertModel {
     /// Loads the weights of a BERT model from a safetensors file with Hugging Face tensor names
     /// (`embeddings.word_embeddings.weight`, `encoder.layer.0.attention.self.query.weight`, ...,
@@ -274,43 +176,32 @@ impl BertModel {
         let path = weights.as_ref();
         config.check().map_err(Error::Config)?;
         let activation = config.activation().map_err(Error::Config)?;
-        let mut w = WeightMap::open(path)?;
+        let mut w = Weights::open(path, device, Some("bert."))?;
         let h = config.hidden_size;
         let eps = config.layer_norm_eps;
-        let word = w.take(
-            "embeddings.word_embeddings.weight",
-            &[config.vocab_size, h],
-            device,
-        )?;
+        let word = w.take("embeddings.word_embeddings.weight", &[config.vocab_size, h])?;
         let position = w.take(
             "embeddings.position_embeddings.weight",
             &[config.max_position_embeddings, h],
-            device,
         )?;
         let token_type = w.take(
             "embeddings.token_type_embeddings.weight",
             &[config.type_vocab_size, h],
-            device,
         )?;
-        let emb_norm = w.layer_norm("embeddings.LayerNorm", h, eps, device)?;
+        let emb_norm = w.layer_norm("embeddings.LayerNorm", h, eps)?;
         let mut layers = Vec::with_capacity(config.num_hidden_layers as usize);
         for i in 0..config.num_hidden_layers {
             let p = format!("encoder.layer.{i}");
             let inter = config.intermediate_size;
             layers.push(Layer {
-                query: w.linear(&format!("{p}.attention.self.query"), h, h, device)?,
-                key: w.linear(&format!("{p}.attention.self.key"), h, h, device)?,
-                value: w.linear(&format!("{p}.attention.self.value"), h, h, device)?,
-                attn_out: w.linear(&format!("{p}.attention.output.dense"), h, h, device)?,
-                attn_norm: w.layer_norm(
-                    &format!("{p}.attention.output.LayerNorm"),
-                    h,
-                    eps,
-                    device,
-                )?,
-                intermediate: w.linear(&format!("{p}.intermediate.dense"), inter, h, device)?,
-                output: w.linear(&format!("{p}.output.dense"), h, inter, device)?,
-                out_norm: w.layer_norm(&format!("{p}.output.LayerNorm"), h, eps, device)?,
+                query: w.linear(&format!("{p}.attention.self.query"), h, h, true)?,
+                key: w.linear(&format!("{p}.attention.self.key"), h, h, true)?,
+                value: w.linear(&format!("{p}.attention.self.value"), h, h, true)?,
+                attn_out: w.linear(&format!("{p}.attention.output.dense"), h, h, true)?,
+                attn_norm: w.layer_norm(&format!("{p}.attention.output.LayerNorm"), h, eps)?,
+                intermediate: w.linear(&format!("{p}.intermediate.dense"), inter, h, true)?,
+                output: w.linear(&format!("{p}.output.dense"), h, inter, true)?,
+                out_norm: w.layer_norm(&format!("{p}.output.LayerNorm"), h, eps)?,
             });
         }
         Ok(BertModel {
