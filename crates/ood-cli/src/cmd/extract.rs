@@ -138,6 +138,24 @@ pub fn run(a: ExtractArgs) -> Result<()> {
         "pad": preprocess.pad,
         "mean": preprocess.mean,
         "std": preprocess.std,
+        "cache_key": key,
+    });
+    finish(&a, config, &ex, device, secs, &data, "top-1")?;
+    Ok(())
+}
+
+/// Completes the run's config with the fields every extraction has, writes it beside the
+/// features (atomically) and reports the run.
+fn finish(
+    a: &ExtractArgs,
+    mut config: serde_json::Value,
+    ex: &ood_nn::network::Extraction,
+    device: tch::Device,
+    secs: f64,
+    data: &DataSpec,
+    accuracy_name: &str,
+) -> Result<()> {
+    let common = serde_json::json!({
         "batch_size": a.batch_size,
         "device": format!("{device:?}"),
         "on_error": a.on_error,
@@ -146,10 +164,12 @@ pub fn run(a: ExtractArgs) -> Result<()> {
         "num_classes": ex.features.num_classes(),
         "num_skipped": ex.skipped.len(),
         "skipped": ex.skipped.iter().take(1000).collect::<Vec<_>>(),
-        "cache_key": key,
         "seconds": secs,
         "output": a.out.display().to_string(),
     });
+    if let (Some(c), serde_json::Value::Object(m)) = (config.as_object_mut(), common) {
+        c.extend(m);
+    }
     let mut cfg_path = PathBuf::from(a.out.as_os_str());
     cfg_path.as_mut_os_string().push(".config.json");
     let text = serde_json::to_string_pretty(&config)? + "\n";
@@ -160,8 +180,8 @@ pub fn run(a: ExtractArgs) -> Result<()> {
         ex.skipped.len(),
         a.out.display()
     );
-    if let Some(acc) = ex.features.accuracy().filter(|_| data_labels_known(&data)) {
-        eprintln!("top-1 accuracy against the data's labels: {:.4}", acc);
+    if let Some(acc) = ex.features.accuracy().filter(|_| data_labels_known(data)) {
+        eprintln!("{accuracy_name} accuracy against the data's labels: {acc:.4}");
     }
     Ok(())
 }
@@ -230,29 +250,7 @@ fn run_clip(a: &ExtractArgs, device: tch::Device, data: &DataSpec) -> Result<()>
         "data_sha256": data_sha,
         "layer": "image_embeds",
         "preprocessing": pre,
-        "batch_size": a.batch_size,
-        "device": format!("{device:?}"),
-        "on_error": a.on_error,
-        "num_samples": ex.features.len(),
-        "feature_dim": ex.features.dim(),
-        "num_classes": ex.features.num_classes(),
-        "num_skipped": ex.skipped.len(),
-        "skipped": ex.skipped.iter().take(1000).collect::<Vec<_>>(),
-        "seconds": secs,
-        "output": a.out.display().to_string(),
     });
-    let mut cfg_path = PathBuf::from(a.out.as_os_str());
-    cfg_path.as_mut_os_string().push(".config.json");
-    let text = serde_json::to_string_pretty(&config)? + "\n";
-    ood_core::atomic_file::write_bytes_atomic(&cfg_path, text.as_bytes())?;
-    eprintln!(
-        "extracted {} images ({} skipped) in {secs:.1} s -> {}",
-        ex.features.len(),
-        ex.skipped.len(),
-        a.out.display()
-    );
-    if let Some(acc) = ex.features.accuracy().filter(|_| data_labels_known(data)) {
-        eprintln!("zero-shot top-1 accuracy against the data's labels: {acc:.4}");
-    }
+    finish(a, config, &ex, device, secs, data, "zero-shot top-1")?;
     Ok(())
 }
