@@ -212,23 +212,20 @@ pub fn rgb_to_hsv(x: &Tensor) -> Tensor {
     let (r, g, b) = (x.get(0), x.get(1), x.get(2));
     let maxc = x.amax([0i64].as_slice(), false);
     let minc = x.amin([0i64].as_slice(), false);
-    let eqc = maxc.eq_tensor(&minc);
+    let distinct = maxc.eq_tensor(&minc).logical_not();
     let cr = &maxc - &minc;
     let ones = maxc.ones_like();
-    let s = &cr / maxc.where_self(&eqc.logical_not(), &ones);
-    let div = cr.where_self(&eqc.logical_not(), &ones);
+    let s = &cr / maxc.where_self(&distinct, &ones);
+    let div = cr.where_self(&distinct, &ones);
     let rc = (&maxc - &r) / &div;
     let gc = (&maxc - &g) / &div;
     let bc = (&maxc - &b) / &div;
     let is_r = maxc.eq_tensor(&r);
     let is_g = maxc.eq_tensor(&g);
+    let not_r = is_r.logical_not();
     let hr = is_r.to_kind(Kind::Float) * (&bc - &gc);
-    let hg = is_g.logical_and(&is_r.logical_not()).to_kind(Kind::Float) * (&rc - &bc + 2.0);
-    let hb = is_g
-        .logical_not()
-        .logical_and(&is_r.logical_not())
-        .to_kind(Kind::Float)
-        * (&gc - &rc + 4.0);
+    let hg = is_g.logical_and(&not_r).to_kind(Kind::Float) * (&rc - &bc + 2.0);
+    let hb = is_g.logical_not().logical_and(&not_r).to_kind(Kind::Float) * (&gc - &rc + 4.0);
     let h = ((hr + hg + hb) / 6.0 + 1.0).fmod(1.0);
     Tensor::stack(&[h, s, maxc], 0)
 }
@@ -283,11 +280,11 @@ impl Jitter {
         let mut order = [0, 1, 2, 3];
         order.shuffle(rng);
         let mut f = |r: f64| rng.gen_range((1.0 - r).max(0.0)..=1.0 + r);
-        let factors = [f(s.brightness), f(s.contrast), f(s.saturation), 0.0];
+        let (b, c, sat) = (f(s.brightness), f(s.contrast), f(s.saturation));
         let hue = rng.gen_range(-s.hue..=s.hue);
         Jitter {
             order,
-            factors: [factors[0], factors[1], factors[2], hue],
+            factors: [b, c, sat, hue],
         }
     }
 
