@@ -109,7 +109,7 @@ pub struct NeglabelMineArgs {
     #[arg(long, default_value_t = 0.95)]
     pub percentile: f64,
     /// Use only the first N candidates of each part of speech (quick runs and tests).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = positive)]
     pub max_per_pos: Option<usize>,
     /// Also store every candidate's embedding (`candidates`), quantile (`candidate_q`) and the
     /// selected indices (`selected`), and write OUT with extension .candidates.tsv.
@@ -119,10 +119,10 @@ pub struct NeglabelMineArgs {
     #[arg(long, value_name = "NEG.safetensors")]
     pub out: PathBuf,
     /// Prompts per forward pass.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = positive)]
     pub batch_size: usize,
     /// Torch intra-op threads (default: torch's choice).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
     pub threads: Option<i32>,
     /// `cpu` or `cuda` / `cuda:N`.
     #[arg(long, default_value = "cpu")]
@@ -142,10 +142,10 @@ pub struct EmbedTextArgs {
     #[arg(long, value_name = "EMB.safetensors")]
     pub out: PathBuf,
     /// Sentences per forward pass.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = positive)]
     pub batch_size: usize,
     /// Torch intra-op threads (default: torch's choice).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
     pub threads: Option<i32>,
     /// `cpu` or `cuda` / `cuda:N`.
     #[arg(long, default_value = "cpu")]
@@ -272,7 +272,7 @@ pub struct DemoArgs {
     #[arg(long)]
     pub quick: bool,
     /// Training epochs.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = positive)]
     pub epochs: usize,
     /// Seed for the data subsets, crops, jigsaw, initialisation and training order.
     #[arg(long, default_value_t = 0)]
@@ -281,7 +281,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 8)]
     pub depth: usize,
     /// libtorch intra-op threads (default: libtorch's choice, one per core).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
     pub threads: Option<i32>,
     /// Your own labelled training images (class = sub-folder), e.g. folder:DIR; replaces the
     /// built-in Fashion-MNIST benchmark (needs --test and at least one --near/--far/--ood).
@@ -301,7 +301,7 @@ pub struct DemoArgs {
     pub ood: Vec<String>,
     /// Image side for your own data (shorter side resized, centre crop); the built-in benchmark
     /// is 28x28.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = positive)]
     pub side: usize,
     #[command(flatten)]
     pub run: DemoRunArgs,
@@ -352,7 +352,7 @@ pub struct ExtractArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Images per forward pass.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = positive)]
     pub batch_size: usize,
     /// Device: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
@@ -372,7 +372,7 @@ pub struct ExtractArgs {
     #[arg(long)]
     pub pad: Option<u32>,
     /// Torch CPU threads (default: libtorch's choice).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
     pub threads: Option<i32>,
     /// `--model clip` only: the ID-label text embeddings (`weight` (C, d)), e.g. the output of
     /// `ood neglabel mine --encoder clip`; the logits are CLIP's zero-shot logits against them.
@@ -430,10 +430,10 @@ pub struct BenchArgs {
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Images per forward pass.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = positive)]
     pub batch_size: usize,
     /// libtorch intra-op threads (default: libtorch's choice).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
     pub threads: Option<i32>,
     /// Also score NegLabel and MCM in a text encoder's space: a projection file from `ood align`,
     /// or `auto` to fit one (default `ood align` settings, cached) on the fit features. Needs
@@ -460,10 +460,10 @@ pub struct AlignArgs {
     #[arg(long, value_name = "PROJ.safetensors")]
     pub out: PathBuf,
     /// Passes over the features.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = positive)]
     pub epochs: usize,
     /// Mini-batch size.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = positive)]
     pub batch_size: usize,
     /// Adam learning rate.
     #[arg(long, default_value_t = 1e-3)]
@@ -510,10 +510,10 @@ pub struct TrainArgs {
     #[arg(long, value_name = "WEIGHTS.safetensors")]
     pub init: Option<PathBuf>,
     /// Epochs (default: the method's recipe, see below).
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub epochs: Option<usize>,
     /// ID images per step (default: the method's recipe).
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub batch_size: Option<usize>,
     /// Peak learning rate (default: the method's recipe).
     #[arg(long)]
@@ -531,10 +531,10 @@ pub struct TrainArgs {
     #[arg(long, value_parser = ["mixup", "cutmix"], default_value = "mixup")]
     pub mix: String,
     /// TagFog without --outliers: jigsaws per training image (2 in TagFog's CIFAR-10 recipe).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = positive)]
     pub jigsaw_per_image: usize,
     /// Jigsaw grid (4 = 4x4 tiles).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = positive)]
     pub grid: usize,
     /// Augmentation: auto (the method's recipe: simclr for supcon, reweightood and tagfog, cifar
     /// otherwise), cifar (pad 4 + random crop, flip), simclr (random resized crop 0.2-1, flip,
@@ -549,14 +549,14 @@ pub struct TrainArgs {
     pub seed: u64,
     /// Use only the first N training images (and N outliers): smoke runs. Folder trees are
     /// class-major, so the first N may hold few classes: see --sample.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = positive)]
     pub limit: Option<usize>,
     /// Train on a seeded random subset of N of the (--limit) training images (and N outliers),
     /// kept in file order: a small run over every class.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = positive)]
     pub sample: Option<usize>,
     /// Torch intra-op threads (default: torch's choice).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
     pub threads: Option<i32>,
     /// `cpu` or `cuda` / `cuda:N`.
     #[arg(long, default_value = "cpu")]
@@ -611,17 +611,27 @@ pub struct JigsawArgs {
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// Tiles per side.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = positive)]
     pub grid: usize,
     /// Jigsaws per image (full passes over the images, as TagFog's generator).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = positive)]
     pub per_image: usize,
     /// Seed of the tile permutations.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Use only the first N images.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = positive)]
     pub limit: Option<usize>,
+}
+
+/// A whole number of at least 1 (batch sizes, epochs, grids): 0 is refused by the parser, with
+/// clap's usage error and exit code 2, instead of failing (or panicking) deep inside a run.
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e}")),
+    }
 }
 
 /// Parses the process arguments.

@@ -5,6 +5,8 @@
 //! logits against the mined ID-label embeddings and that both detectors are reported. Skips with
 //! a message when python/transformers, the BPE file or WordNet are missing.
 
+mod common;
+
 use ood_core::safetensors::SafeTensorsFile;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -46,7 +48,7 @@ fn mine_extract_eval_with_random_clip() {
         .unwrap_or_else(|| ws().join(".deps/open_clip/bpe_simple_vocab_16e6.txt.gz"));
     let python = ws().join(".venv/bin/python");
     if !bpe.is_file() || !python.is_file() || !Path::new("/usr/share/wordnet/data.adj").is_file() {
-        eprintln!("SKIPPED: needs the CLIP BPE file, .venv/bin/python and WordNet");
+        common::skip("SKIPPED: needs the CLIP BPE file, .venv/bin/python and WordNet");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -60,7 +62,7 @@ fn mine_extract_eval_with_random_clip() {
     if !gen_out.status.success() {
         let err = String::from_utf8_lossy(&gen_out.stderr);
         if err.contains("No module named") {
-            eprintln!("SKIPPED: python lacks transformers: {err}");
+            common::skip(&format!("SKIPPED: python lacks transformers: {err}"));
             return;
         }
         panic!("{err}");

@@ -15,8 +15,8 @@ use std::process::Command;
 fn fmnist_available() -> bool {
     let ok = Path::new("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file();
     if !ok {
-        eprintln!(
-            "SKIP: Fashion-MNIST not installed (/usr/share/datasets/fashion-mnist): run bash scripts/setup"
+        common::skip(
+            "SKIP: Fashion-MNIST not installed (/usr/share/datasets/fashion-mnist): run bash scripts/setup",
         );
     }
     ok
@@ -30,7 +30,9 @@ fn venv_available() -> bool {
                 .any(|d| d.join("python").is_file() && d.join("activate").is_file())
         });
     if !found {
-        eprintln!("SKIP: no Python venv on PATH for the demo's far-OOD images: run . scripts/env");
+        common::skip(
+            "SKIP: no Python venv on PATH for the demo's far-OOD images: run . scripts/env",
+        );
     }
     found
 }
@@ -356,8 +358,8 @@ fn demo_runs_on_user_folders() {
 fn report_renders_in_headless_chromium() {
     let chromium = Path::new("/usr/bin/chromium");
     if !chromium.is_file() {
-        eprintln!(
-            "SKIP: /usr/bin/chromium not installed (bash scripts/setup installs Debian chromium)"
+        common::skip(
+            "SKIP: /usr/bin/chromium not installed (bash scripts/setup installs Debian chromium)",
         );
         return;
     }

@@ -1,6 +1,8 @@
 //! `ood embed-text` end to end on the real all-MiniLM-L6-v2: output tensor, metadata, and the
 //! sentence-transformers golden embeddings (skips with a message when the model or data is missing).
 
+mod common;
+
 use ood_core::safetensors::SafeTensorsFile;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,11 +18,11 @@ fn embed_text_writes_golden_embeddings() {
         .unwrap_or_else(|| ws.join("../shared"))
         .join("models/all-MiniLM-L6-v2-golden");
     if !model.join("model.safetensors").is_file() || !golden.is_dir() {
-        eprintln!(
+        common::skip(&format!(
             "SKIPPED: needs MiniLM at {} and {}",
             model.display(),
             golden.display()
-        );
+        ));
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -182,6 +182,8 @@ fn eval_errors_name_the_file_and_write_nothing() {
 
 #[test]
 fn eval_sweep_records_the_chosen_parameters() {
+    // ReAct's grid has 4 percentiles (energy, used here before, has a 1-entry grid: nothing was
+    // searched). Every recorded candidate AUROC is checked against `ood score` + `ood metrics`.
     let dir = tempfile::tempdir().unwrap();
     let f = example(dir.path());
     let s = |n: &str| f.join(format!("{n}.safetensors")).display().to_string();
@@ -197,7 +199,7 @@ fn eval_sweep_records_the_chosen_parameters() {
             "--near",
             &format!("near={}", s("near")),
             "--detectors",
-            "energy",
+            "react",
             "--sweep",
             "--val-id",
             &s("val"),
@@ -211,6 +213,138 @@ fn eval_sweep_records_the_chosen_parameters() {
     assert!(o.status.success(), "{}", stderr(&o));
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("r/config.json")).unwrap()).unwrap();
-    assert_eq!(config["detectors"][0]["name"], "energy");
-    assert_eq!(config["sweep"][0]["detector"], "energy");
+    assert_eq!(config["detectors"][0]["name"], "react");
+    assert_eq!(config["sweep"][0]["detector"], "react");
+    let outcome = &config["sweep"][0]["outcome"];
+    let cands = outcome["candidates"].as_array().unwrap();
+    let percentiles: Vec<f64> = cands
+        .iter()
+        .map(|c| c["spec"]["percentile"].as_f64().unwrap())
+        .collect();
+    assert_eq!(percentiles, [85.0, 90.0, 95.0, 99.0]);
+    let mut best = (f64::NEG_INFINITY, 0.0);
+    for (c, &p) in cands.iter().zip(&percentiles) {
+        let recorded = c["auroc"]["Ok"].as_f64().unwrap();
+        let param = format!("percentile={p}");
+        for (set, out) in [("val", "sid.npy"), ("far", "sood.npy")] {
+            let o = ood(
+                &[
+                    "score",
+                    "--detector",
+                    "react",
+                    "--param",
+                    &param,
+                    "--fit",
+                    &s("train"),
+                    "--head",
+                    &s("head"),
+                    "--input",
+                    &s(set),
+                    "--out",
+                    out,
+                ],
+                dir.path(),
+            );
+            assert!(o.status.success(), "{}", stderr(&o));
+        }
+        let o = ood(
+            &["metrics", "--id", "sid.npy", "--ood", "sood.npy", "--json"],
+            dir.path(),
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let auroc = m["auroc"].as_f64().unwrap();
+        assert!(
+            (auroc - recorded).abs() < 1e-12,
+            "p {p}: {auroc} vs {recorded}"
+        );
+        if recorded > best.0 {
+            best = (recorded, p);
+        }
+    }
+    assert_eq!(outcome["chosen"]["percentile"].as_f64().unwrap(), best.1);
+    assert_eq!(
+        config["detectors"][0]["percentile"].as_f64().unwrap(),
+        best.1
+    );
+    assert_eq!(outcome["no_effect"], false);
+    assert!(
+        stderr(&o).contains(&format!("react search chose {{\"percentile\":{:?}", best.1)),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// A search whose candidates all give the same scores says so. SCALE multiplies the energy by
+/// exp(S_all / S_top-k); with one non-zero activation per row, S_top-k = S_all for every
+/// percentile of its grid, so all 7 candidates score identically.
+#[test]
+fn eval_sweep_warns_when_the_search_changes_nothing() {
+    use ndarray::{Array1, Array2};
+    use ood_core::{Features, Head};
+    let dir = tempfile::tempdir().unwrap();
+    let (c, d) = (3usize, 40usize);
+    let head = Head::new(
+        Array2::from_shape_fn((c, d), |(k, j)| if j % c == k { 1.0 } else { 0.1 }),
+        Array1::zeros(c),
+    )
+    .unwrap();
+    // Row i: one active unit (i % d) with magnitude 1 + (i % 7) / 3.
+    let one_hot = |n: usize, shift: usize| {
+        Array2::from_shape_fn((n, d), |(i, j)| {
+            if j == (i + shift) % d {
+                1.0 + ((i * 5 + shift) % 7) as f32 / 3.0
+            } else {
+                0.0
+            }
+        })
+    };
+    let mut paths = Vec::new();
+    for (name, n, shift, labelled) in [
+        ("train", 60, 0, true),
+        ("test", 30, 1, false),
+        ("val", 30, 2, false),
+        ("ood", 30, 3, false),
+    ] {
+        let x = one_hot(n, shift);
+        let labels = labelled.then(|| (0..n).map(|i| ((i + shift) % d % c) as i64).collect());
+        let f = Features::with_head(x, &head, labels).unwrap();
+        let p = dir.path().join(format!("{name}.safetensors"));
+        f.save(&p).unwrap();
+        paths.push(p.display().to_string());
+    }
+    let h = dir.path().join("head.safetensors");
+    head.save(&h).unwrap();
+    let o = ood(
+        &[
+            "eval",
+            "--fit",
+            &paths[0],
+            "--head",
+            &h.display().to_string(),
+            "--id",
+            &paths[1],
+            "--far",
+            &format!("x={}", paths[3]),
+            "--detectors",
+            "scale",
+            "--sweep",
+            "--val-id",
+            &paths[2],
+            "--val-ood",
+            &paths[3],
+            "--out-dir",
+            "r",
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("warning: the scale parameter search changed nothing: all 7 candidates gave identical scores"),
+        "{err}"
+    );
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("r/config.json")).unwrap()).unwrap();
+    assert_eq!(config["sweep"][0]["outcome"]["no_effect"], true);
 }

@@ -5,6 +5,8 @@
 //! runs give identical outputs; the file works as `--head` + `--negatives` of `ood eval`-style
 //! loading. Skips with a message when MiniLM, WordNet or the venv's python are missing.
 
+mod common;
+
 use ood_core::Head;
 use ood_core::detectors::NegLabel;
 use ood_core::safetensors::SafeTensorsFile;
@@ -64,11 +66,11 @@ fn mining_matches_numpy_and_is_deterministic() {
     let python = ws().join(".venv/bin/python");
     let wordnet = Path::new("/usr/share/wordnet/data.noun");
     if !model.join("model.safetensors").is_file() || !python.is_file() || !wordnet.is_file() {
-        eprintln!(
+        common::skip(&format!(
             "SKIPPED: needs MiniLM at {}, {} and WordNet in /usr/share/wordnet",
             model.display(),
             python.display()
-        );
+        ));
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

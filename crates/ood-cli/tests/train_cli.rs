@@ -293,7 +293,7 @@ fn train_bad_inputs_exit_2_naming_the_file() {
 #[test]
 fn train_tagfog_embeds_descriptions_with_minilm() {
     let Some(minilm) = std::env::var_os("OOD_MINILM_DIR").filter(|d| Path::new(d).is_dir()) else {
-        println!("skipped: OOD_MINILM_DIR is not set to the MiniLM folder (. scripts/env)");
+        common::skip("skipped: OOD_MINILM_DIR is not set to the MiniLM folder (. scripts/env)");
         return;
     };
     let tmp = tempfile::tempdir().unwrap();

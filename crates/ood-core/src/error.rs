@@ -59,6 +59,31 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A command was asked to write over one of its own inputs.
+    #[error(
+        "{output_arg} {} is the same file as {input_arg} {}: refusing to overwrite an input (choose another output path)",
+        output.display(),
+        input.display()
+    )]
+    OutputIsInput {
+        /// The output argument (e.g. `--out`).
+        output_arg: String,
+        /// The output path as given.
+        output: PathBuf,
+        /// The input argument it collides with.
+        input_arg: String,
+        /// The input path as given.
+        input: PathBuf,
+    },
+    /// Another process is writing the same output right now.
+    #[error(
+        "{}: another process is writing this output right now (its lock is held); wait for it or choose another output path",
+        output.display()
+    )]
+    OutputLocked {
+        /// The output path.
+        output: PathBuf,
+    },
 }
 
 /// `Result` with [`Error`].

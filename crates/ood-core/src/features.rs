@@ -10,7 +10,7 @@
 //! rows so that statistics-based detectors never hold more than one chunk (plus what they keep).
 
 use crate::error::{Error, Result};
-use crate::safetensors::{self, SafeTensorsFile, TensorToWrite};
+use crate::safetensors::{self, Dtype, SafeTensorsFile, TensorToWrite};
 use ndarray::{Array1, Array2, ArrayView2, Axis, s};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -46,13 +46,21 @@ impl Features {
         labels: Option<Vec<i64>>,
     ) -> Result<Self> {
         let n = embeddings.nrows();
+        if embeddings.ncols() == 0 || logits.ncols() == 0 {
+            return Err(Error::InvalidParameter(format!(
+                "features are ({n}, {}) and logits ({}, {}): zero-width features or logits hold nothing to score",
+                embeddings.ncols(),
+                logits.nrows(),
+                logits.ncols()
+            )));
+        }
         if logits.nrows() != n {
             return Err(Error::dim("number of logit rows", n, logits.nrows()));
         }
-        if let Some(l) = &labels {
-            if l.len() != n {
-                return Err(Error::dim("number of labels", n, l.len()));
-            }
+        if let Some(l) = &labels
+            && l.len() != n
+        {
+            return Err(Error::dim("number of labels", n, l.len()));
         }
         check_finite("features", embeddings.iter())?;
         check_finite("logits", logits.iter())?;
@@ -184,6 +192,23 @@ pub fn argmax(v: &[f32]) -> usize {
     best
 }
 
+/// Integer features or logits are almost always a mistake (labels or pixel values written under
+/// the wrong name): refuse them instead of converting silently.
+fn require_float(file: &SafeTensorsFile, name: &str) -> Result<()> {
+    let t = file.info(name)?;
+    if matches!(t.dtype, Dtype::F32 | Dtype::F64 | Dtype::F16 | Dtype::BF16) {
+        Ok(())
+    } else {
+        Err(Error::format(
+            file.path(),
+            format!(
+                "'{name}' is {}, expected floating point (F32, F64, F16 or BF16)",
+                t.dtype.name()
+            ),
+        ))
+    }
+}
+
 /// A feature file opened for chunked reading.
 #[derive(Debug)]
 pub struct FeatureFile {
@@ -218,11 +243,31 @@ impl FeatureFile {
             ));
         }
         let c = l.shape[1];
+        if d == 0 || c == 0 {
+            return Err(Error::format(
+                &p,
+                format!(
+                    "'features' is ({n}, {d}) and 'logits' ({n}, {c}): zero-width features or logits hold nothing to score"
+                ),
+            ));
+        }
+        for name in ["features", "logits"] {
+            require_float(&file, name)?;
+        }
         let has_labels = match file.tensors.get("labels") {
             Some(t) if t.shape != [n] => {
                 return Err(Error::format(
                     &p,
                     format!("'labels' must have shape [{n}], found {:?}", t.shape),
+                ));
+            }
+            Some(t) if !matches!(t.dtype, Dtype::I64 | Dtype::I32 | Dtype::U8) => {
+                return Err(Error::format(
+                    &p,
+                    format!(
+                        "'labels' is {}, expected integer class indices (I64, I32 or U8)",
+                        t.dtype.name()
+                    ),
                 ));
             }
             Some(_) => true,
@@ -498,11 +543,27 @@ impl Head {
         let f = SafeTensorsFile::open(path)?;
         let p = f.path().to_path_buf();
         let w = f.info("weight")?.clone();
-        if w.shape.len() != 2 {
+        if w.shape.len() != 2 || w.shape[0] == 0 || w.shape[1] == 0 {
             return Err(Error::format(
                 &p,
-                format!("head 'weight' must be 2-D (c, d), found {:?}", w.shape),
+                format!(
+                    "head 'weight' must be 2-D (c, d) with c, d >= 1, found {:?}",
+                    w.shape
+                ),
             ));
+        }
+        require_float(&f, "weight")?;
+        if let Some(b) = f.tensors.get("bias") {
+            if b.shape != [w.shape[0]] {
+                return Err(Error::format(
+                    &p,
+                    format!(
+                        "head 'bias' must have shape [{}] (one per class), found {:?}",
+                        w.shape[0], b.shape
+                    ),
+                ));
+            }
+            require_float(&f, "bias")?;
         }
         let weight = Array2::from_shape_vec((w.shape[0], w.shape[1]), f.read_f32("weight")?)
             .expect("shape checked");

@@ -183,15 +183,22 @@ impl SafeTensorsFile {
                 .filter(|a| a.len() == 2)
                 .and_then(|a| Some((a[0].as_u64()? as usize, a[1].as_u64()? as usize)))
                 .ok_or_else(|| bad("no data_offsets"))?;
+            // Checked: a crafted header can claim a shape whose byte size overflows `usize`.
+            let Some(nbytes) = shape
+                .iter()
+                .try_fold(dtype.size(), |acc, &d| acc.checked_mul(d))
+            else {
+                return Err(bad(&format!(
+                    "shape {shape:?} of {} is too large (its byte size overflows)",
+                    dtype.name()
+                )));
+            };
             let info = TensorInfo {
                 dtype,
                 shape,
                 offsets: offs,
             };
-            if offs.1 < offs.0
-                || offs.1 > data_len
-                || offs.1 - offs.0 != info.numel() * dtype.size()
-            {
+            if offs.1 < offs.0 || offs.1 > data_len || offs.1 - offs.0 != nbytes {
                 return Err(bad(&format!(
                     "data offsets {:?} do not match shape {:?} of {} in a {data_len}-byte data section (truncated file?)",
                     offs,
@@ -242,13 +249,10 @@ impl SafeTensorsFile {
     pub fn read_rows_f32(&self, name: &str, start: usize, n: usize) -> Result<Vec<f32>> {
         let info = self.info(name)?;
         let rows = info.shape.first().copied().unwrap_or(1);
-        if start + n > rows {
+        if start.checked_add(n).is_none_or(|end| end > rows) {
             return Err(Error::format(
                 &self.path,
-                format!(
-                    "tensor '{name}' has {rows} rows, asked for {start}..{}",
-                    start + n
-                ),
+                format!("tensor '{name}' has {rows} rows, asked for {n} rows from row {start}"),
             ));
         }
         let row_elems: usize = info.shape.iter().skip(1).product();
@@ -398,7 +402,7 @@ pub fn write(
         offset += t.data.len();
     }
     let mut hbytes = serde_json::to_vec(&Value::Object(header)).expect("a JSON map serialises");
-    while hbytes.len() % 8 != 0 {
+    while !hbytes.len().is_multiple_of(8) {
         hbytes.push(b' ');
     }
     write_atomic(path, |w| {
@@ -459,6 +463,32 @@ mod tests {
         assert!(e.contains("truncated"), "{e}");
         std::fs::write(&p, b"hello world, not a tensor file").unwrap();
         assert!(SafeTensorsFile::open(&p).is_err());
+    }
+
+    /// A header whose shape's byte size overflows `usize` (`[2^62, 4]` f32) is a format error,
+    /// not a panic (issue 12: `score --input`, `--head` and `align --anchors` crashed on it).
+    #[test]
+    fn safetensors_rejects_a_shape_that_overflows() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("evil.safetensors");
+        for shape in [
+            "[4611686018427387904, 4]",
+            "[18446744073709551615]",
+            "[4294967296, 4294967296, 2]",
+        ] {
+            let header = format!(
+                r#"{{"features":{{"dtype":"F32","shape":{shape},"data_offsets":[0,16]}}}}"#
+            );
+            let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+            bytes.extend_from_slice(header.as_bytes());
+            bytes.extend_from_slice(&[0u8; 16]);
+            std::fs::write(&p, &bytes).unwrap();
+            let e = SafeTensorsFile::open(&p).unwrap_err().to_string();
+            assert!(
+                e.contains("too large") && e.contains("evil.safetensors"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

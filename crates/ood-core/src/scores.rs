@@ -40,7 +40,8 @@ pub fn read_scores(path: &Path) -> Result<Vec<f32>> {
     } else {
         let text = std::str::from_utf8(&bytes)
             .map_err(|e| Error::format(path, format!("not UTF-8 text: {e}")))?;
-        parse_text(text, path)
+        // Editors on Windows start UTF-8 files with a byte-order mark: it is not part of line 1.
+        parse_text(text.strip_prefix('\u{feff}').unwrap_or(text), path)
     }
 }
 
@@ -369,6 +370,14 @@ mod tests {
         );
         let e = parse_text("inf\n", p).unwrap_err();
         assert!(matches!(e, Error::NonFinite { .. }));
+    }
+
+    #[test]
+    fn text_scores_with_a_utf8_byte_order_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bom.txt");
+        std::fs::write(&p, "\u{feff}0.5\r\n0.25\r\n").unwrap();
+        assert_eq!(read_scores(&p).unwrap(), vec![0.5, 0.25]);
     }
 
     #[test]

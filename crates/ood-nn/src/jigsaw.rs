@@ -68,7 +68,7 @@ pub fn jigsaw_set<R: Rng + ?Sized>(
     rng: &mut R,
 ) -> Result<Vec<u8>> {
     let size = width * height * channels;
-    if size == 0 || images.len() % size != 0 {
+    if size == 0 || !images.len().is_multiple_of(size) {
         return Err(Error::Config(format!(
             "jigsaw set: {} bytes are not a whole number of {width}x{height}x{channels} images",
             images.len()

@@ -188,56 +188,14 @@ pub fn load_network(name: &str, weights: &Path, device: Device) -> Result<Box<dy
     })
 }
 
-/// Copies every variable of `vs` from a safetensors file with the same tensor names.
-/// A missing tensor, a shape mismatch or a non-f32 tensor is [`Error::Weights`] naming the file
-/// and the tensor; extra tensors in the file (e.g. `num_batches_tracked`) are ignored.
+/// Copies every variable of `vs` from a weights file with the same tensor names: the one
+/// reader ([`crate::models::common::read_weights`]: safetensors or a legacy `.th` pickle, any
+/// float dtype, `module.` stripped, NaN refused) and the one strict copy
+/// ([`crate::models::common::load_strict`]: missing, mis-shaped and unused tensors are errors
+/// naming the file and the tensors).
 pub fn load_safetensors(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
-    let werr = |reason: String| Error::Weights {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let file =
-        ood_core::safetensors::SafeTensorsFile::open(path).map_err(|e| werr(e.to_string()))?;
-    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    let missing: Vec<&str> = vars
-        .iter()
-        .filter(|(n, _)| !file.tensors.contains_key(n))
-        .map(|(n, _)| n.as_str())
-        .collect();
-    if !missing.is_empty() {
-        return Err(werr(format!(
-            "missing tensor{} {}",
-            if missing.len() > 1 { "s" } else { "" },
-            missing
-                .iter()
-                .map(|n| format!("'{n}'"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
-    }
-    tch::no_grad(|| -> Result<()> {
-        for (name, mut var) in vars {
-            let info = file.info(&name).map_err(|e| werr(e.to_string()))?;
-            let want: Vec<usize> = var.size().iter().map(|&d| d as usize).collect();
-            if info.shape != want {
-                return Err(werr(format!(
-                    "tensor '{name}' has shape {:?}, the model needs {want:?}",
-                    info.shape
-                )));
-            }
-            if info.dtype != ood_core::safetensors::Dtype::F32 {
-                return Err(werr(format!(
-                    "tensor '{name}' is {}, expected f32",
-                    info.dtype.name()
-                )));
-            }
-            let values = file.read_f32(&name).map_err(|e| werr(e.to_string()))?;
-            let src = Tensor::from_slice(&values).reshape(var.size());
-            var.copy_(&src);
-        }
-        Ok(())
-    })
+    let tensors = crate::models::common::read_weights(path)?;
+    crate::models::common::load_strict(vs, &tensors, path)
 }
 
 /// Copies a linear layer into an [`ood_core::Head`].

@@ -20,8 +20,10 @@
 //!   training device, CPU or CUDA: forward and loss in mixed precision, backward and the update
 //!   on the float32 weights) and channels-last weights and inputs ([`TrainConfig::channels_last`]),
 //!   see [`crate::autocast`].
-//! * A checkpoint after every epoch (`last.safetensors` with all variables and the optimiser
-//!   state, plus `state.json` with the epoch, the config and the epoch logs), written atomically.
+//! * A checkpoint after every epoch: `last.safetensors` with all variables, the optimiser state
+//!   and, in its metadata, the epoch, the config and the epoch logs, written atomically as one
+//!   file (so weights and state can never come from different epochs), plus `state.json`, a
+//!   readable copy of that state.
 //!
 //! The network is given as a forward closure over a [`tch::nn::VarStore`] returning penultimate
 //! features and logits ([`Forward`]), so any model of this crate (or a test's tiny CNN) trains
@@ -38,7 +40,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor, nn};
 
@@ -231,13 +233,6 @@ pub fn lr_at(cfg: &TrainConfig, t: usize, total: usize, warm: usize) -> f64 {
     cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1.0 + (std::f64::consts::PI * p).cos())
 }
 
-fn tensor_err(path: &Path, e: tch::TchError) -> Error {
-    Error::Weights {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    }
-}
-
 /// Seeded PyTorch-style initialisation of the linear layers under `prefix` (`U(±1/√fan_in)` for
 /// weight and bias; BatchNorm weight 1, bias 0), so that runs in parallel threads do not depend on libtorch's global RNG.
 fn init_linears(vs: &nn::VarStore, prefix: &str, seed: u64) {
@@ -405,39 +400,31 @@ pub fn train(
     let mut logs = Vec::new();
     let mut start_epoch = 0;
     if let (Some(dir), true) = (checkpoint_dir, resume) {
-        let state_path = dir.join("state.json");
-        if state_path.exists() {
-            let saved_state: State = serde_json::from_slice(
-                &std::fs::read(&state_path).map_err(|e| Error::io(&state_path, e))?,
-            )
-            .map_err(|e| Error::Data {
-                path: state_path.clone(),
-                reason: format!("bad training state: {e}"),
-            })?;
+        let ckpt = dir.join(CHECKPOINT);
+        if ckpt.exists() || dir.join("state.json").exists() {
+            let file = ood_core::safetensors::SafeTensorsFile::open(&ckpt)?;
+            let saved_state = checkpoint_state(&file, dir)?;
             if saved_state.config != *cfg {
                 return Err(Error::Config(format!(
                     "cannot resume from {}: it was trained with a different config",
                     dir.display()
                 )));
             }
-            let ckpt = dir.join("last.safetensors");
-            let saved: BTreeMap<String, Tensor> = Tensor::read_safetensors(&ckpt)
-                .map_err(|e| tensor_err(&ckpt, e))?
-                .into_iter()
-                .collect();
-            let get = |key: &str| {
-                saved.get(key).ok_or_else(|| Error::Weights {
+            let get = |key: &str| -> Result<Tensor> {
+                let info = file.tensors.get(key).ok_or_else(|| Error::Weights {
                     path: ckpt.clone(),
                     reason: format!("checkpoint lacks '{key}'"),
-                })
+                })?;
+                let shape: Vec<i64> = info.shape.iter().map(|&d| d as i64).collect();
+                Ok(Tensor::from_slice(&file.read_f32(key)?).reshape(shape))
             };
             tch::no_grad(|| -> Result<()> {
                 for (name, mut var) in vs.variables() {
-                    var.copy_(get(&name)?);
+                    var.copy_(&get(&name)?);
                 }
                 for (prefix, bufs) in prefixes.iter().zip(state.iter_mut()) {
                     for ((name, _), buf) in trainable.iter().zip(bufs.iter_mut()) {
-                        buf.copy_(get(&format!("{prefix}.{name}"))?);
+                        buf.copy_(&get(&format!("{prefix}.{name}"))?);
                     }
                 }
                 Ok(())
@@ -647,6 +634,29 @@ fn update(
     }
 }
 
+/// The checkpoint file in the checkpoint folder.
+const CHECKPOINT: &str = "last.safetensors";
+/// The metadata key of the checkpoint that holds its training state (JSON of [`State`]).
+const STATE_KEY: &str = "oodkit_train_state";
+
+/// The training state a checkpoint was written with. It lives in the checkpoint's own metadata,
+/// so weights and state are one file renamed into place at once: no crash can pair the weights
+/// of one epoch with the state of another. `state.json` beside it is a readable copy; it is only
+/// read for checkpoints of older versions, which lack the metadata.
+fn checkpoint_state(file: &ood_core::safetensors::SafeTensorsFile, dir: &Path) -> Result<State> {
+    let (text, path) = match file.metadata.get(STATE_KEY) {
+        Some(s) => (s.clone().into_bytes(), file.path().to_path_buf()),
+        None => {
+            let p = dir.join("state.json");
+            (std::fs::read(&p).map_err(|e| Error::io(&p, e))?, p)
+        }
+    };
+    serde_json::from_slice(&text).map_err(|e| Error::Data {
+        path,
+        reason: format!("bad training state: {e}"),
+    })
+}
+
 fn save_checkpoint(
     dir: &Path,
     vs: &nn::VarStore,
@@ -655,25 +665,31 @@ fn save_checkpoint(
     opt_state: &[Vec<Tensor>],
     state: &State,
 ) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let ckpt: PathBuf = dir.join("last.safetensors");
-    let tmp = atomic_file::temp_path(&ckpt).with_extension("safetensors");
-    let mut named: Vec<(String, Tensor)> = vs
-        .variables()
-        .into_iter()
-        .map(|(k, v)| (k, v.to_device(Device::Cpu).contiguous()))
-        .collect();
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     for (prefix, bufs) in prefixes.iter().zip(opt_state) {
         for ((name, _), buf) in trainable.iter().zip(bufs) {
-            named.push((
-                format!("{prefix}.{name}"),
-                buf.to_device(Device::Cpu).contiguous(),
-            ));
+            named.push((format!("{prefix}.{name}"), buf.shallow_clone()));
         }
     }
     named.sort_by(|a, b| a.0.cmp(&b.0));
-    Tensor::write_safetensors(&named, &tmp).map_err(|e| tensor_err(&tmp, e))?;
-    std::fs::rename(&tmp, &ckpt).map_err(|e| Error::io(&ckpt, e))?;
+    let mut values = Vec::with_capacity(named.len());
+    for (name, t) in &named {
+        let flat = t
+            .detach()
+            .to_device(Device::Cpu)
+            .to_kind(tch::Kind::Float)
+            .contiguous()
+            .flatten(0, -1);
+        let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+        values.push((name.as_str(), shape, Vec::<f32>::try_from(&flat)?));
+    }
+    let tensors: Vec<ood_core::safetensors::TensorToWrite<'_>> = values
+        .iter()
+        .map(|(name, shape, v)| ood_core::safetensors::TensorToWrite::f32(name, shape.clone(), v))
+        .collect();
+    let state_json = serde_json::to_string(state).expect("state serialises");
+    let metadata = BTreeMap::from([(STATE_KEY.to_string(), state_json)]);
+    ood_core::safetensors::write(&dir.join(CHECKPOINT), &tensors, &metadata)?;
     let json = serde_json::to_vec_pretty(state).expect("state serialises");
     atomic_file::write_bytes_atomic(&dir.join("state.json"), &json)?;
     Ok(())

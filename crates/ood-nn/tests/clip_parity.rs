@@ -7,6 +7,8 @@
 //! `bpe_simple_vocab_16e6.txt.gz`). Skips with a message when python/transformers or the BPE file
 //! are missing.
 
+mod common;
+
 use ood_nn::clip::{ClipConfig, ClipModel, preprocess_into};
 use ood_nn::text::ClipTokenizer;
 use ood_nn::text::clip_bpe::{CONTEXT_LENGTH, EOT};
@@ -29,12 +31,14 @@ fn bpe_path() -> Option<PathBuf> {
 /// Runs the generator into a fresh temp dir; `None` (with a printed reason) when it cannot run.
 fn reference(full: bool) -> Option<(tempfile::TempDir, PathBuf)> {
     let Some(bpe) = bpe_path() else {
-        eprintln!("SKIPPED: CLIP BPE vocabulary not found (run scripts/setup or set OOD_CLIP_BPE)");
+        common::skip(
+            "SKIPPED: CLIP BPE vocabulary not found (run scripts/setup or set OOD_CLIP_BPE)",
+        );
         return None;
     };
     let python = root().join(".venv/bin/python");
     if !python.is_file() {
-        eprintln!("SKIPPED: {} not found", python.display());
+        common::skip(&format!("SKIPPED: {} not found", python.display()));
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -49,7 +53,9 @@ fn reference(full: bool) -> Option<(tempfile::TempDir, PathBuf)> {
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         if err.contains("No module named") {
-            eprintln!("SKIPPED: python lacks transformers/torch/PIL: {err}");
+            common::skip(&format!(
+                "SKIPPED: python lacks transformers/torch/PIL: {err}"
+            ));
             return None;
         }
         panic!("gen_clip_parity.py failed: {err}");

@@ -300,3 +300,147 @@ fn decode_gray_pixels() {
     let img = s.decode().unwrap();
     assert_eq!(img.get_pixel(1, 0).0, [6, 6, 6]);
 }
+
+/// Issue 12: `up -> ..` made a one-image folder yield 41 rows, and three links to `.` made the
+/// walk endless. Each real directory is read once; links into the tree's ancestors are skipped;
+/// a link to a class folder elsewhere is still followed.
+#[cfg(unix)]
+#[test]
+fn folder_walk_follows_links_once_and_never_loops() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    std::fs::create_dir_all(root.join("cat")).unwrap();
+    std::fs::write(root.join("cat/a.png"), png(4, 4, 1)).unwrap();
+    symlink("..", root.join("up")).unwrap();
+    symlink(".", root.join("cat/loop1")).unwrap();
+    symlink(".", root.join("cat/loop2")).unwrap();
+    symlink(".", root.join("loop3")).unwrap();
+    symlink("cat", root.join("cat_again")).unwrap();
+    // A class folder that lives outside the tree, linked in.
+    std::fs::create_dir_all(dir.path().join("elsewhere/dog")).unwrap();
+    std::fs::write(dir.path().join("elsewhere/dog/b.png"), png(4, 4, 2)).unwrap();
+    symlink(dir.path().join("elsewhere/dog"), root.join("dog")).unwrap();
+    let spec = DataSpec::Folder(root.clone());
+    let got = collect(&spec);
+    let labels: Vec<i64> = got.iter().map(|g| g.1).collect();
+    assert_eq!(
+        got.len(),
+        2,
+        "{:?}",
+        got.iter().map(|g| &g.0).collect::<Vec<_>>()
+    );
+    assert_eq!(labels, [0, 1]);
+    assert_eq!(spec.classes().unwrap(), ["cat", "dog"]);
+    assert!(spec.fingerprint().is_ok());
+}
+
+/// A file name that is not UTF-8 is read by its real name (it was reported as missing).
+#[cfg(unix)]
+#[test]
+fn folder_images_with_non_utf8_names_are_read() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let class = dir.path().join("cls");
+    std::fs::create_dir_all(&class).unwrap();
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9.png");
+    std::fs::write(class.join(name), png(4, 4, 7)).unwrap();
+    let got = collect(&DataSpec::Folder(dir.path().to_path_buf()));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].2.get_pixel(0, 0).0[0], 7);
+}
+
+/// A dangling link named like an image: `--on-error skip` skips it (it failed in the
+/// fingerprint), `fail` names it.
+#[cfg(unix)]
+#[test]
+fn dangling_image_link_is_skipped_or_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let class = dir.path().join("cls");
+    std::fs::create_dir_all(&class).unwrap();
+    std::fs::write(class.join("a.png"), png(8, 8, 3)).unwrap();
+    std::os::unix::fs::symlink(class.join("gone.png"), class.join("b.png")).unwrap();
+    let spec = DataSpec::Folder(dir.path().to_path_buf());
+    assert!(spec.fingerprint().is_ok());
+    let net = CifarResNet::new(8, 10, tch::Device::Cpu).unwrap();
+    let opts = |on_error| ExtractOptions {
+        batch_size: 4,
+        preprocess: Preprocess {
+            resize: Some(32),
+            crop: Some(32),
+            pad: 0,
+            mean: [0.5; 3],
+            std: [0.5; 3],
+        },
+        on_error,
+    };
+    let ex = extract(
+        &net,
+        spec.samples().unwrap(),
+        &opts(OnError::Skip),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(ex.features.len(), 1);
+    assert_eq!(ex.skipped.len(), 1);
+    let e = extract(
+        &net,
+        spec.samples().unwrap(),
+        &opts(OnError::Fail),
+        &mut |_| {},
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("b.png"), "{e}");
+}
+
+/// A member stored twice (`tar -r`) is an error saying so (it was "vanished between passes").
+#[test]
+fn duplicate_tar_member_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("dup.tar");
+    write_tar(
+        &p,
+        &[
+            ("c/a.png", png(4, 4, 1)),
+            ("c/b.png", png(4, 4, 2)),
+            ("c/a.png", png(4, 4, 3)),
+        ],
+        false,
+    );
+    let e = DataSpec::Tar(p).samples().err().unwrap().to_string();
+    assert!(
+        e.contains("'c/a.png' appears twice") && e.contains("dup.tar"),
+        "{e}"
+    );
+}
+
+/// Images at an archive's root: an unlabelled set when all are there, an error naming one when
+/// mixed with class folders (they were dropped without a word).
+#[test]
+fn images_at_an_archive_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let flat = dir.path().join("flat.tar");
+    write_tar(
+        &flat,
+        &[("b.png", png(4, 4, 2)), ("a.png", png(4, 4, 1))],
+        false,
+    );
+    let got = collect(&DataSpec::Tar(flat));
+    assert_eq!(
+        got.iter().map(|g| (g.0.as_str(), g.1)).collect::<Vec<_>>(),
+        [("a.png", -1), ("b.png", -1)]
+    );
+    let mixed = dir.path().join("mixed.tar");
+    write_tar(
+        &mixed,
+        &[("cls/a.png", png(4, 4, 1)), ("stray.png", png(4, 4, 2))],
+        false,
+    );
+    let e = DataSpec::Tar(mixed).samples().err().unwrap().to_string();
+    assert!(
+        e.contains("1 of its 2 images") && e.contains("'stray.png'"),
+        "{e}"
+    );
+}

@@ -143,7 +143,9 @@ fn exact_vs_pillow(test: &str, rel: &str, stride: usize, expect_at_least: usize)
         return;
     };
     let Some(py) = venv_python() else {
-        eprintln!("SKIPPED {test}: the project's .venv/bin/python (with Pillow) is missing");
+        common::skip(&format!(
+            "SKIPPED {test}: the project's .venv/bin/python (with Pillow) is missing"
+        ));
         return;
     };
     let archive = root.join(rel);

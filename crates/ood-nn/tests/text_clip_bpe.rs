@@ -3,6 +3,8 @@
 //! else `<workspace>/.deps/open_clip/bpe_simple_vocab_16e6.txt.gz` (made by `scripts/setup`); the
 //! test prints a message and returns when it is missing.
 
+mod common;
+
 use ood_nn::text::ClipTokenizer;
 use ood_nn::text::clip_bpe::{CONTEXT_LENGTH, EOT, SOT};
 use std::path::{Path, PathBuf};
@@ -17,10 +19,10 @@ fn vocab_path() -> Option<PathBuf> {
     if p.is_file() {
         Some(p)
     } else {
-        eprintln!(
+        common::skip(&format!(
             "SKIPPED: CLIP BPE vocabulary not found at {} (run scripts/setup or set OOD_CLIP_BPE)",
             p.display()
-        );
+        ));
         None
     }
 }

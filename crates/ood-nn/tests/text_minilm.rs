@@ -5,6 +5,8 @@
 //! `scripts/setup`) and, for the golden test, the shared data folder (`$OOD_DATA_ROOT`, else
 //! `<workspace>/../shared`). Tests print a message and return when those are missing.
 
+mod common;
+
 use ood_nn::text::{BertConfig, SentenceEncoder};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -20,10 +22,10 @@ fn minilm_dir() -> Option<PathBuf> {
     if dir.join("model.safetensors").is_file() {
         Some(dir)
     } else {
-        eprintln!(
+        common::skip(&format!(
             "SKIPPED: all-MiniLM-L6-v2 not found at {} (run scripts/setup or set OOD_MINILM_DIR)",
             dir.display()
-        );
+        ));
         None
     }
 }
@@ -36,10 +38,10 @@ fn golden_dir() -> Option<PathBuf> {
     if dir.join("golden_embeddings_5sentences.npy").is_file() {
         Some(dir)
     } else {
-        eprintln!(
+        common::skip(&format!(
             "SKIPPED: golden embeddings not found under {} (set OOD_DATA_ROOT)",
             dir.display()
-        );
+        ));
         None
     }
 }

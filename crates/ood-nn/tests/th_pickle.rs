@@ -1,6 +1,8 @@
 //! The legacy `.th` reader against the converted safetensors files of the akamaster release
 //! (needs /work/shared; skipped with a message when the folder is missing).
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -15,7 +17,10 @@ fn shared() -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!("skipping: {} not found (set OOD_DATA_ROOT)", dir.display());
+        common::skip(&format!(
+            "skipping: {} not found (set OOD_DATA_ROOT)",
+            dir.display()
+        ));
         None
     }
 }

@@ -220,6 +220,80 @@ fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
     );
 }
 
+/// Trains `cfg(3)` in `dir` and simulates a kill at the first step of epoch `kill_at`.
+fn train_until_killed(dir: &std::path::Path, kill_at: usize) {
+    let (x, y) = data();
+    let d = TrainData::new(&x, &y);
+    let m = tiny();
+    let f = |x: &Tensor, t: bool| m.fwd(x, t);
+    let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        train(&m.vs, &f, &d, &cfg(3), Some(dir), false, &mut |s| {
+            if s.epoch == kill_at && s.step == 1 {
+                panic!("simulated kill");
+            }
+        })
+    }));
+    assert!(
+        killed.is_err(),
+        "the simulated kill must interrupt training"
+    );
+}
+
+/// Issue 12: a crash between writing the checkpoint and writing `state.json` used to pair the
+/// weights of epoch 2 with the state of epoch 1, and `--resume` accepted it (final weights off by
+/// up to 1.59). The state now lives inside the checkpoint: a stale `state.json` changes nothing.
+#[test]
+fn resume_after_a_crash_between_checkpoint_and_state_is_exact() {
+    tch::set_num_threads(1);
+    let (x, y) = data();
+    let d = TrainData::new(&x, &y);
+    let full = tiny();
+    let f1 = |x: &Tensor, t: bool| full.fwd(x, t);
+    let dir_full = tempfile::tempdir().unwrap();
+    train(
+        &full.vs,
+        &f1,
+        &d,
+        &cfg(3),
+        Some(dir_full.path()),
+        false,
+        &mut |_| {},
+    )
+    .unwrap();
+
+    let after_one = tempfile::tempdir().unwrap();
+    train_until_killed(after_one.path(), 2);
+    let crashed = tempfile::tempdir().unwrap();
+    train_until_killed(crashed.path(), 3);
+    // The crash window: the epoch-2 checkpoint is in place, state.json still says epoch 1.
+    std::fs::copy(
+        after_one.path().join("state.json"),
+        crashed.path().join("state.json"),
+    )
+    .unwrap();
+    let stale: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(crashed.path().join("state.json")).unwrap()).unwrap();
+    assert_eq!(stale["epochs_done"], 1);
+
+    let resumed = tiny();
+    let f3 = |x: &Tensor, t: bool| resumed.fwd(x, t);
+    let logs = train(
+        &resumed.vs,
+        &f3,
+        &d,
+        &cfg(3),
+        Some(crashed.path()),
+        true,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(logs.len(), 3);
+    assert_eq!(weights(&resumed.vs), weights(&full.vs));
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(crashed.path().join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["epochs_done"], 3);
+}
+
 #[test]
 fn outlier_exposure_trains_and_flattens_outlier_predictions() {
     tch::set_num_threads(1);

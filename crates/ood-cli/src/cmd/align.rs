@@ -2,6 +2,7 @@
 //! ([`ood_nn::align`]), and the shared helper `ood bench --align auto` uses.
 
 use crate::args::AlignArgs;
+use crate::cmd::common::guard_outputs;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array2;
@@ -52,6 +53,11 @@ pub fn fit_and_save(
     out: &Path,
     cfg: &AlignConfig,
 ) -> Result<serde_json::Value> {
+    let cfg_path = out.with_extension("config.json");
+    let _guard = guard_outputs(
+        &[("--fit", fit), ("--anchors", anchors)],
+        &[("--out", out), ("--out (its .config.json)", &cfg_path)],
+    )?;
     let features =
         Features::load(fit).with_context(|| format!("loading fit features {}", fit.display()))?;
     let Some(labels) = features.labels.clone() else {
@@ -92,7 +98,6 @@ pub fn fit_and_save(
     proj.metadata.insert("config".into(), summary.to_string());
     proj.save(out)
         .with_context(|| format!("writing {}", out.display()))?;
-    let cfg_path = out.with_extension("config.json");
     atomic_file::write_bytes_atomic(
         &cfg_path,
         (serde_json::to_string_pretty(&summary).expect("JSON values serialise") + "\n").as_bytes(),

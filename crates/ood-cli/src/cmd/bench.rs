@@ -5,6 +5,7 @@
 //! cache and reused; then every detector runs through `ood eval`'s runner.
 
 use crate::args::BenchArgs;
+use crate::cmd::common::guard_outputs;
 use crate::cmd::eval::{self, Inputs, Options, VisionLanguage};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -43,6 +44,15 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if let Some(t) = a.threads {
         tch::set_num_threads(t);
     }
+    let mut opts = eval::resolve(&a.run)?;
+    let mut ins = vec![("--weights".to_string(), a.weights.clone())];
+    if let Some(n) = &a.run.negatives {
+        ins.push(("--negatives".into(), n.clone()));
+    }
+    if let Some(p) = a.align.as_deref().filter(|p| *p != "auto") {
+        ins.push(("--align".into(), PathBuf::from(p)));
+    }
+    let _guard = guard_outputs(&eval::named(&ins), &eval::named(&eval::output_files(&opts)))?;
     let root = a.data_root.clone().unwrap_or_else(default_data_root);
     let d = root.join("data");
     let fmnist = PathBuf::from("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz");
@@ -136,7 +146,6 @@ pub fn run(a: BenchArgs) -> Result<()> {
             .map(|(n, g, p)| (n.clone(), *g, p.clone()))
             .collect(),
     };
-    let mut opts = eval::resolve(&a.run)?;
     if let Some(align) = &a.align {
         opts.vision_language = Some(aligned_inputs(align, &a, &cache, &inputs, &mut opts)?);
     }

@@ -83,7 +83,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
     if a.epochs == 0 {
         bail!("--epochs must be at least 1");
     }
-    if a.depth < 8 || (a.depth - 2) % 6 != 0 {
+    if a.depth < 8 || !(a.depth - 2).is_multiple_of(6) {
         bail!(
             "--depth {} is not an akamaster ResNet depth (6n+2: 8, 14, 20, 32, ...)",
             a.depth
@@ -91,6 +91,25 @@ pub fn run(a: DemoArgs) -> Result<()> {
     }
     // Resolve the detector list before the minutes of training, so that a typo fails at once.
     let (detectors, convention) = eval::resolve_detectors(&a.run.select, None)?;
+
+    // Your own data's files must survive `--json` (the only output whose name is free); the
+    // output folder is locked for the run.
+    let mut own_files = Vec::new();
+    for spec in a.train.iter().chain(&a.test) {
+        own_files.extend(DataSpec::parse(spec)?.input_files());
+    }
+    for (_, _, spec) in parse_sets(&a)? {
+        own_files.extend(spec.input_files());
+    }
+    let ins: Vec<(&str, &Path)> = own_files
+        .iter()
+        .map(|p| ("your data", p.as_path()))
+        .collect();
+    let mut outs = vec![("--out-dir", a.out_dir.as_path())];
+    if let Some(j) = &a.run.json {
+        outs.push(("--json", j.as_path()));
+    }
+    let _guard = crate::cmd::common::guard_outputs(&ins, &outs)?;
 
     let sizes = if a.quick { Sizes::QUICK } else { Sizes::FULL };
     let data = assemble(&a, sizes)?;

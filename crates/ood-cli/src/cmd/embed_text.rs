@@ -2,6 +2,7 @@
 //! embeddings).
 
 use crate::args::EmbedTextArgs;
+use crate::cmd::common::guard_outputs;
 use anyhow::{Context, Result, bail};
 use ood_core::safetensors::{TensorToWrite, write};
 use ood_nn::text::SentenceEncoder;
@@ -34,6 +35,13 @@ pub fn run(args: &EmbedTextArgs) -> Result<()> {
         }
         tch::set_num_threads(t);
     }
+    let _guard = guard_outputs(
+        &[
+            ("--in", args.input.as_path()),
+            ("--encoder", args.encoder.as_path()),
+        ],
+        &[("--out", args.out.as_path())],
+    )?;
     let text = std::fs::read_to_string(&args.input)
         .with_context(|| format!("reading {}", args.input.display()))?;
     let lines: Vec<&str> = text

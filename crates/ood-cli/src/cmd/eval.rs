@@ -2,7 +2,7 @@
 //! HTML report. `ood example` (and later `ood bench`) reuse [`execute`].
 
 use crate::args::{DetectorArgs, EvalArgs, RunArgs};
-use crate::cmd::common::{load_features, load_head, parse_key_values};
+use crate::cmd::common::{guard_outputs, load_features, load_head, parse_key_values};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use ood_core::benchmark::{self, BenchmarkInput, Group, OodSet};
@@ -192,7 +192,59 @@ pub fn run(a: EvalArgs) -> Result<()> {
         ood,
     };
     let opts = resolve(&a.run)?;
+    let mut ins = input_files(&inputs);
+    for (flag, p) in [
+        ("--val-id", &a.run.val_id),
+        ("--val-ood", &a.run.val_ood),
+        ("--negatives", &a.run.negatives),
+    ] {
+        if let Some(p) = p {
+            ins.push((flag.to_string(), p.clone()));
+        }
+    }
+    let _guard = guard_outputs(&named(&ins), &named(&output_files(&opts)))?;
     execute("oodkit evaluation", "eval", &inputs, &opts, json!({}))
+}
+
+/// The files a run reads, each with the flag that names it in messages.
+pub fn input_files(inputs: &Inputs) -> Vec<(String, PathBuf)> {
+    let mut v = vec![
+        ("--fit".to_string(), inputs.fit.clone()),
+        ("--head".to_string(), inputs.head.clone()),
+        ("--id".to_string(), inputs.id.clone()),
+    ];
+    if let Some(p) = &inputs.fit_val {
+        v.push(("--fit-val".to_string(), p.clone()));
+    }
+    for (name, group, p) in &inputs.ood {
+        let flag = match group {
+            Some(Group::Near) => "--near",
+            Some(Group::Far) => "--far",
+            None => "--ood",
+        };
+        v.push((format!("{flag} {name}"), p.clone()));
+    }
+    v
+}
+
+/// The files a run writes (`--out-dir`'s four files and `--json`), each with its flag.
+pub fn output_files(opts: &Options) -> Vec<(String, PathBuf)> {
+    let mut v: Vec<(String, PathBuf)> = OUT_DIR_FILES
+        .iter()
+        .map(|f| ("--out-dir".to_string(), opts.out_dir.join(f)))
+        .collect();
+    if let Some(j) = &opts.json {
+        v.push(("--json".to_string(), j.clone()));
+    }
+    v
+}
+
+/// The files every run writes into its `--out-dir`.
+const OUT_DIR_FILES: [&str; 4] = ["results.json", "results.csv", "config.json", "report.html"];
+
+/// `(flag, path)` pairs as the borrowed form [`guard_outputs`] takes.
+pub fn named(v: &[(String, PathBuf)]) -> Vec<(&str, &Path)> {
+    v.iter().map(|(f, p)| (f.as_str(), p.as_path())).collect()
 }
 
 fn describe(path: &Path) -> Result<Value> {
@@ -290,6 +342,13 @@ pub fn execute(
     opts: &Options,
     extra_config: Value,
 ) -> Result<()> {
+    // Every caller has checked already; this keeps `execute` safe on its own.
+    let mut ins = input_files(inputs);
+    if let Some((vi, vo)) = &opts.sweep {
+        ins.push(("--val-id".into(), vi.clone()));
+        ins.push(("--val-ood".into(), vo.clone()));
+    }
+    ood_core::atomic_file::check_outputs_are_not_inputs(&named(&ins), &named(&output_files(opts)))?;
     let loaded = Loaded::open(inputs)?;
     let input = loaded.input();
     let sets = &loaded.sets;

@@ -1,11 +1,11 @@
 //! `ood extract`: run a network over a dataset and write its features.
 
 use crate::args::ExtractArgs;
+use crate::cmd::common::{guard_outputs, with_appended};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use ood_nn::data::{DataSpec, OnError, Preprocess};
 use ood_nn::network::{ExtractOptions, extract, file_sha256, load_network};
-use std::path::PathBuf;
 
 fn parse_size(what: &str, v: &str) -> Result<Option<u32>> {
     if v == "none" {
@@ -51,6 +51,20 @@ pub fn run(a: ExtractArgs) -> Result<()> {
     }
     let device = parse_device(&a.device)?;
     let data = DataSpec::parse(&a.data)?;
+    let data_files = data.input_files();
+    let mut ins = vec![("--weights", a.weights.as_path())];
+    ins.extend(data_files.iter().map(|p| ("--data", p.as_path())));
+    if let Some(h) = &a.text_head {
+        ins.push(("--text-head", h.as_path()));
+    }
+    let config_path = with_appended(&a.out, ".config.json");
+    let _guard = guard_outputs(
+        &ins,
+        &[
+            ("--out", a.out.as_path()),
+            ("--out (its .config.json)", config_path.as_path()),
+        ],
+    )?;
     if a.model == "clip" {
         return run_clip(&a, device, &data);
     }
@@ -170,8 +184,7 @@ fn finish(
     if let (Some(c), serde_json::Value::Object(m)) = (config.as_object_mut(), common) {
         c.extend(m);
     }
-    let mut cfg_path = PathBuf::from(a.out.as_os_str());
-    cfg_path.as_mut_os_string().push(".config.json");
+    let cfg_path = with_appended(&a.out, ".config.json");
     let text = serde_json::to_string_pretty(&config)? + "\n";
     ood_core::atomic_file::write_bytes_atomic(&cfg_path, text.as_bytes())?;
     eprintln!(

@@ -68,6 +68,26 @@ fn mine(a: &NeglabelMineArgs) -> Result<()> {
     }
     let device = crate::cmd::extract::parse_device(&a.device)?;
     let started = Instant::now();
+    let (out_tsv, out_candidates) = (
+        with_suffix(&a.out, ".tsv"),
+        with_suffix(&a.out, ".candidates.tsv"),
+    );
+    let out_config = crate::cmd::common::with_appended(&a.out, ".config.json");
+    let mut ins = vec![("--labels", a.labels.as_path())];
+    for (flag, p) in [("--weights", &a.weights), ("--bpe", &a.bpe)] {
+        if let Some(p) = p {
+            ins.push((flag, p.as_path()));
+        }
+    }
+    let _guard = crate::cmd::common::guard_outputs(
+        &ins,
+        &[
+            ("--out", a.out.as_path()),
+            ("--out (its .tsv)", out_tsv.as_path()),
+            ("--out (its .candidates.tsv)", out_candidates.as_path()),
+            ("--out (its .config.json)", out_config.as_path()),
+        ],
+    )?;
 
     // ID labels.
     let text = std::fs::read_to_string(&a.labels)
@@ -167,7 +187,6 @@ fn mine(a: &NeglabelMineArgs) -> Result<()> {
     let s_adj = selected.len() - s_noun;
 
     // Outputs.
-    let tsv_path = with_suffix(&a.out, ".tsv");
     let mut tsv = String::from("rank\tword\tpos\tlexfile\tq\tprompt\n");
     for (r, &i) in selected.iter().enumerate() {
         let c = &cands[i];
@@ -208,7 +227,7 @@ fn mine(a: &NeglabelMineArgs) -> Result<()> {
         "seconds": started.elapsed().as_secs_f64(),
         "order": "selected nouns then selected adjectives, each by ascending q",
         "output": a.out.display().to_string(),
-        "words_tsv": tsv_path.display().to_string(),
+        "words_tsv": out_tsv.display().to_string(),
     });
     let mut meta = BTreeMap::new();
     meta.insert("kind".to_string(), "neglabel_negatives".to_string());
@@ -254,14 +273,12 @@ fn mine(a: &NeglabelMineArgs) -> Result<()> {
                 q[i]
             );
         }
-        atomic_file::write_bytes_atomic(&with_suffix(&a.out, ".candidates.tsv"), all.as_bytes())?;
+        atomic_file::write_bytes_atomic(&out_candidates, all.as_bytes())?;
     }
     write(&a.out, &tensors, &meta).with_context(|| format!("writing {}", a.out.display()))?;
-    atomic_file::write_bytes_atomic(&tsv_path, tsv.as_bytes())?;
-    let mut cfg_path = PathBuf::from(a.out.as_os_str());
-    cfg_path.as_mut_os_string().push(".config.json");
+    atomic_file::write_bytes_atomic(&out_tsv, tsv.as_bytes())?;
     atomic_file::write_bytes_atomic(
-        &cfg_path,
+        &out_config,
         (serde_json::to_string_pretty(&config)? + "\n").as_bytes(),
     )?;
     eprintln!(

@@ -1,12 +1,21 @@
 //! `ood score`: fit one detector and write the scores of one feature file.
 
 use crate::args::ScoreArgs;
-use crate::cmd::common::{load_features, load_head, parse_key_values};
+use crate::cmd::common::{guard_outputs, load_features, load_head, parse_key_values};
 use anyhow::{Context, Result};
 use ood_core::{DetectorSpec, FeatureFile, FitData};
 
 /// Runs `ood score`.
 pub fn run(a: ScoreArgs) -> Result<()> {
+    let mut ins = vec![
+        ("--fit", a.fit.as_path()),
+        ("--head", a.head.as_path()),
+        ("--input", a.input.as_path()),
+    ];
+    if let Some(n) = &a.negatives {
+        ins.push(("--negatives", n.as_path()));
+    }
+    let _guard = guard_outputs(&ins, &[("--out", a.out.as_path())])?;
     let params = parse_key_values(&a.params)?;
     let mut spec = DetectorSpec::from_name(&a.detector, &params)?;
     if let Some(neg) = &a.negatives {

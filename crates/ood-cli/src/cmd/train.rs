@@ -397,6 +397,15 @@ fn export(
     Ok((model, head_path))
 }
 
+/// What `ood train` writes into `--out-dir` (the first one's lock guards the whole run).
+const OUTPUT_FILES: [&str; 5] = [
+    "model.safetensors",
+    "head.safetensors",
+    "train.config.json",
+    "last.safetensors",
+    "state.json",
+];
+
 /// Runs `ood train`.
 pub fn run(a: &TrainArgs) -> Result<()> {
     if let Some(t) = a.threads {
@@ -413,6 +422,29 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let cfg = recipe(a)?;
     let data_spec = DataSpec::parse(&a.data)?;
     let outlier_spec = a.outliers.as_deref().map(DataSpec::parse).transpose()?;
+    let data_files = data_spec.input_files();
+    let outlier_files = outlier_spec
+        .as_ref()
+        .map(DataSpec::input_files)
+        .unwrap_or_default();
+    let mut ins: Vec<(&str, &Path)> = data_files.iter().map(|p| ("--data", p.as_path())).collect();
+    ins.extend(outlier_files.iter().map(|p| ("--outliers", p.as_path())));
+    for (flag, p) in [("--anchors", &a.anchors), ("--init", &a.init)] {
+        if let Some(p) = p {
+            ins.push((flag, p.as_path()));
+        }
+    }
+    if let Some(d) = a
+        .descriptions
+        .as_deref()
+        .map(Path::new)
+        .filter(|p| p.is_file())
+    {
+        ins.push(("--descriptions", d));
+    }
+    let outs: Vec<PathBuf> = OUTPUT_FILES.iter().map(|f| a.out_dir.join(f)).collect();
+    let outs: Vec<(&str, &Path)> = outs.iter().map(|p| ("--out-dir", p.as_path())).collect();
+    let _guard = crate::cmd::common::guard_outputs(&ins, &outs)?;
     let tagfog = matches!(cfg.method, Method::TagFog(_));
     if matches!(
         cfg.method,

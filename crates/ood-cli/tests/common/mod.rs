@@ -44,3 +44,31 @@ pub fn assert_fails(o: &Output, needles: &[&str]) {
         assert!(err.contains(n), "stderr lacks {n:?}: {err}");
     }
 }
+
+/// Reports a test that cannot run here for want of data or tools. With `OOD_REQUIRE_DATA=1` (set
+/// by `.ci/run`) that is a failure instead, so a suite that silently checks nothing cannot pass.
+pub fn skip(reason: &str) {
+    if std::env::var_os("OOD_REQUIRE_DATA").is_some_and(|v| v == "1") {
+        panic!("OOD_REQUIRE_DATA=1 but this test cannot run: {reason}");
+    }
+    eprintln!("{reason}");
+}
+
+/// The project's shared data folder (`$OOD_DATA_ROOT`, else `<workspace>/../shared`), or `None`
+/// after [`skip`] when it is missing.
+pub fn shared_root(test: &str) -> Option<std::path::PathBuf> {
+    let root = std::env::var_os("OOD_DATA_ROOT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared"))
+        });
+    if root.join("DATA.md").is_file() {
+        Some(root)
+    } else {
+        skip(&format!(
+            "SKIPPED {test}: shared data folder {} not found (set OOD_DATA_ROOT)",
+            root.display()
+        ));
+        None
+    }
+}

@@ -605,8 +605,21 @@ mod tests {
         for r in a.bank.data.chunks(2) {
             assert!(all.bank.data.chunks(2).any(|q| q == r));
         }
-        // Scoring the fit rows: the 5th neighbour in a 5-row bank is its farthest row.
+        // Scoring the fit rows: the 5th neighbour in a 5-row bank is its farthest row, so the
+        // score is minus the largest squared distance to a kept row (rows are unit vectors).
         let s = a.score(&f).unwrap();
-        assert!(s.iter().all(|v| *v <= 0.0));
+        for (i, row) in f.embeddings.rows().into_iter().enumerate() {
+            let farthest = a
+                .bank
+                .data
+                .chunks(2)
+                .map(|b| (row[0] - b[0]).powi(2) + (row[1] - b[1]).powi(2))
+                .fold(0.0f32, f32::max);
+            assert!(
+                (s[i] + farthest).abs() < 1e-5,
+                "row {i}: score {} vs -{farthest}",
+                s[i]
+            );
+        }
     }
 }

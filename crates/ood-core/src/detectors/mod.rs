@@ -295,10 +295,10 @@ impl DetectorSpec {
                 ))
             })?;
         let mut obj = serde_json::to_value(&default).expect("specs serialise");
-        let map = obj
-            .as_object_mut()
-            .expect("a tagged enum serialises to an object");
         for (k, v) in params {
+            let map = obj
+                .as_object_mut()
+                .expect("a tagged enum serialises to an object");
             if k == "name" || !map.contains_key(k) {
                 let known: Vec<&str> = map
                     .keys()
@@ -316,7 +316,15 @@ impl DetectorSpec {
             }
             let parsed =
                 serde_json::from_str::<Value>(v).unwrap_or_else(|_| Value::String(v.clone()));
-            map.insert(k.clone(), parsed);
+            let default_value = map.insert(k.clone(), parsed).unwrap_or(Value::Null);
+            // Check each override on its own, so the error names the parameter and its value.
+            if let Err(e) = serde_json::from_value::<DetectorSpec>(obj.clone()) {
+                let e = e.to_string();
+                return Err(Error::InvalidParameter(format!(
+                    "detector '{name}': parameter '{k}' cannot be '{v}' ({}; default {default_value})",
+                    e.split(" at line").next().unwrap_or_default()
+                )));
+            }
         }
         serde_json::from_value(obj)
             .map_err(|e| Error::InvalidParameter(format!("detector '{name}': {e}")))
@@ -381,5 +389,20 @@ pub(crate) mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("detector 'msp'"), "{e}");
+        // Issue 12: a bad value names the parameter, the value and the default.
+        for (det, k, v) in [
+            ("knn", "k", "abc"),
+            ("knn", "k", "-3"),
+            ("react", "percentile", "NaN"),
+            ("msp", "temperature", "hot"),
+        ] {
+            let e = DetectorSpec::from_name(det, &[(k.into(), v.into())])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("parameter '{k}' cannot be '{v}'")) && e.contains("default"),
+                "{e}"
+            );
+        }
     }
 }

@@ -214,7 +214,7 @@ fn group_logit_gaps<'a>(
     temperature: f64,
 ) -> impl Iterator<Item = f64> + 'a {
     assert!(
-        groups > 0 && neg.len() % groups == 0,
+        groups > 0 && neg.len().is_multiple_of(groups),
         "groups divide the negatives"
     );
     let a = lse_scaled(pos, temperature);

@@ -67,6 +67,11 @@ impl Detector for She {
             let labels = chunk.labels.as_ref().ok_or_else(|| Error::MissingLabels {
                 detector: "she".into(),
             })?;
+            if let Some(&l) = labels.iter().find(|&&l| l < 0 || l as usize >= c) {
+                return Err(Error::InvalidParameter(format!(
+                    "she: fit label {l} is outside 0..{c} (the head has {c} classes)"
+                )));
+            }
             for ((pred, &label), h) in chunk
                 .predictions()
                 .into_iter()
@@ -196,5 +201,27 @@ mod tests {
             She::default().fit(&(&unlabelled).into(), &head),
             Err(Error::MissingLabels { .. })
         ));
+    }
+
+    /// Issue 12: labels outside the head's classes were silently dropped (mahalanobis and rmds
+    /// reject them); now she says so too.
+    #[test]
+    fn she_rejects_labels_outside_the_classes() {
+        let (fit, head) = toy();
+        for bad_label in [-1i64, 2, 99] {
+            let mut labels = fit.labels.clone().unwrap();
+            labels[3] = bad_label;
+            let bad =
+                Features::new(fit.embeddings.clone(), fit.logits.clone(), Some(labels)).unwrap();
+            let e = She::default()
+                .fit(&(&bad).into(), &head)
+                .err()
+                .expect("label out of range")
+                .to_string();
+            assert!(
+                e.contains(&format!("fit label {bad_label} is outside 0..2")),
+                "{e}"
+            );
+        }
     }
 }

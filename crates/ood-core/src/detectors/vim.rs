@@ -65,6 +65,9 @@ pub(crate) fn resolve_dim(dim: Option<usize>, d: usize, detector: &str) -> Resul
 pub(crate) struct ResidualSpace {
     pub(crate) origin: Array1<f64>,
     pub(crate) basis: Array2<f64>,
+    /// Root-mean-square norm of the centred fit features `h − u`: the scale against which a
+    /// residual norm counts as round-off.
+    pub(crate) rms: f64,
 }
 
 /// Streams `data` once: `u = −pinv(W)·b`, `Σ = mean (h−u)(h−u)ᵀ`, and the eigenvectors after
@@ -91,9 +94,10 @@ pub(crate) fn fit_residual_space(
         Ok(())
     })?;
     gram /= data.len() as f64;
+    let rms = gram.diag().sum().max(0.0).sqrt();
     let (_, vecs) = symmetric_eigen(gram.view())?;
     let basis = vecs.slice(s![.., keep..]).to_owned();
-    Ok(ResidualSpace { origin, basis })
+    Ok(ResidualSpace { origin, basis, rms })
 }
 
 impl ResidualSpace {
@@ -128,7 +132,10 @@ impl Detector for Vim {
             sum_norm += space.norms(chunk.embeddings.view()).sum();
             Ok(())
         })?;
-        if sum_norm.is_nan() || sum_norm <= 0.0 {
+        // Round-off, not a residual: identical or rank-deficient fit features leave residual
+        // norms around 1e-16 of the feature scale, and alpha would blow up to ~1e15.
+        let mean_norm = sum_norm / data.len() as f64;
+        if mean_norm.is_nan() || mean_norm <= 1e-9 * space.rms {
             return Err(Error::Linalg(format!(
                 "vim: every fit feature lies in the principal subspace (mean residual norm 0 with \
                  D = {} of d = {}), so alpha is undefined",
@@ -196,6 +203,27 @@ mod tests {
             .score(&t)
             .unwrap();
         assert!((s2[0] - s[0]).abs() < 1e-6);
+    }
+
+    /// Issue 12: identical fit features leave residual norms of pure round-off (~1e-16), which
+    /// made alpha ~1e15 and every score ~-1e15 with exit 0; now it is the same clear error as an
+    /// exact zero.
+    #[test]
+    fn vim_rejects_identical_fit_features() {
+        let head = Head::new(
+            array![[0.3f32, -1.2, 0.7], [1.1, 0.4, -0.2]],
+            array![0.1, -0.3],
+        )
+        .unwrap();
+        let row = [0.731f32, -2.19, 5.03];
+        let x = ndarray::Array2::from_shape_fn((50, 3), |(_, j)| row[j]);
+        let fit = Features::with_head(x, &head, None).unwrap();
+        let e = Vim { dim: Some(1) }
+            .fit(&(&fit).into(), &head)
+            .err()
+            .expect("identical features have no residual")
+            .to_string();
+        assert!(e.contains("alpha is undefined"), "{e}");
     }
 
     #[test]

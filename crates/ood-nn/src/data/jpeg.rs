@@ -111,6 +111,11 @@ impl Huffman {
         let mut k: i32 = 0;
         for len in 1..=16usize {
             let n = counts[len - 1] as i32;
+            // Checked before the codes are laid out: more codes than a length has room for
+            // would index past the fast table (found by fuzzing, tests/fuzz_readers.rs).
+            if code + n > (1 << len) {
+                return corrupt("bad Huffman table (code space overflow)");
+            }
             if n > 0 {
                 valoffset[len] = k - code;
                 for i in 0..n {
@@ -846,7 +851,7 @@ fn finish(
     // Full-size planes (stride = each plane's own width).
     let mut planes: Vec<(Vec<u8>, usize)> = Vec::with_capacity(3);
     for c in comps {
-        if hmax % c.h != 0 || vmax % c.v != 0 {
+        if !hmax.is_multiple_of(c.h) || !vmax.is_multiple_of(c.v) {
             return unsupported("non-integral sampling ratio");
         }
         planes.push(upsample(c, hmax / c.h, vmax / c.v));

@@ -106,6 +106,7 @@ fn scan_tar(path: &Path, keep: &dyn Fn(&str) -> bool) -> Result<(Vec<String>, Ke
     let mut ar = tar::Archive::new(open_maybe_gz(path)?);
     let mut names = Vec::new();
     let mut kept = HashMap::new();
+    let mut seen = std::collections::HashSet::new();
     let entries = ar
         .entries()
         .map_err(|e| data_err(path, format!("not a readable tar archive: {e}")))?;
@@ -117,6 +118,15 @@ fn scan_tar(path: &Path, keep: &dyn Fn(&str) -> bool) -> Result<(Vec<String>, Ke
         let Some(name) = member_name(&entry) else {
             continue;
         };
+        if !seen.insert(name.clone()) {
+            return Err(data_err(
+                path,
+                format!(
+                    "member '{name}' appears twice in the archive (appended with tar -r?): \
+                     which copy is meant is ambiguous; rebuild the archive with one copy"
+                ),
+            ));
+        }
         if keep(&name) {
             let mut buf = Vec::new();
             entry
@@ -215,13 +225,48 @@ fn parent_class(name: &str) -> Option<String> {
         .map(|s| s.to_string_lossy().into_owned())
 }
 
+/// The plan of an archive's images: a folder-per-class tree ([`folder_plan`]), or, when every
+/// image sits at the archive's root, an unlabelled set (label `-1`, member order by name). A mix
+/// of both is an error: the root images would have no class.
+fn archive_plan(path: &Path, names: Vec<String>) -> Result<ClassPlan<String>> {
+    let images: Vec<String> = names.into_iter().filter(|n| is_image_name(n)).collect();
+    let at_root: Vec<&String> = images.iter().filter(|n| !n.contains('/')).collect();
+    if at_root.is_empty() {
+        return Ok(folder_plan(images));
+    }
+    if at_root.len() == images.len() {
+        let mut plan: Vec<(String, i64)> = images.into_iter().map(|n| (n, -1)).collect();
+        plan.sort();
+        return Ok((Vec::new(), plan));
+    }
+    Err(data_err(
+        path,
+        format!(
+            "{} of its {} images sit at the archive's root with no class folder (e.g. '{}'): \
+             put them in a class folder, or archive them on their own as an unlabelled set",
+            at_root.len(),
+            images.len(),
+            at_root[0]
+        ),
+    ))
+}
+
 /// Sorted classes and the (member, label) plan, class-major then path.
-fn folder_plan(names: impl IntoIterator<Item = String>) -> (Vec<String>, Vec<(String, i64)>) {
-    let mut items: Vec<(String, String)> = names
-        .into_iter()
-        .filter(|n| is_image_name(n))
-        .filter_map(|n| parent_class(&n).map(|c| (c, n)))
-        .collect();
+fn folder_plan(names: impl IntoIterator<Item = String>) -> ClassPlan<String> {
+    class_plan(
+        names
+            .into_iter()
+            .filter(|n| is_image_name(n))
+            .filter_map(|n| parent_class(&n).map(|c| (c, n)))
+            .collect(),
+    )
+}
+
+/// Sorted class names and the `(item, label)` plan of a labelled source.
+type ClassPlan<T> = (Vec<String>, Vec<(T, i64)>);
+
+/// Sorts `(class, item)` pairs class-major, then numbers the classes in sorted order.
+fn class_plan<T: Ord>(mut items: Vec<(String, T)>) -> ClassPlan<T> {
     items.sort();
     let mut classes: Vec<String> = items.iter().map(|(c, _)| c.clone()).collect();
     classes.dedup();
@@ -235,19 +280,68 @@ fn folder_plan(names: impl IntoIterator<Item = String>) -> (Vec<String>, Vec<(St
     (classes, plan)
 }
 
+/// Every image file under `dir`, for a folder-per-class tree.
+///
+/// Symbolic links are followed, to files and to directories (a class folder may be a link to
+/// images elsewhere), but each real directory is read once: a link to a directory already
+/// visited, or to a directory that contains `dir` itself (`up -> ..`, `loop -> .`), is skipped,
+/// so no image is listed twice and no link cycle can make the walk endless. A link whose target
+/// is missing is listed when its name is an image's (reading it then fails, or is skipped with
+/// `--on-error skip`). Entries are visited in sorted order, so the result does not depend on the
+/// file system's order. Paths are kept as the OS gives them (names need not be UTF-8).
 fn walk_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let root = std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
+    let mut visited = std::collections::HashSet::new();
+    visited.insert(root.clone());
+    walk_dir(dir, &root, &mut visited, out)
+}
+
+fn walk_dir(
+    dir: &Path,
+    root: &Path,
+    visited: &mut std::collections::HashSet<PathBuf>,
+    out: &mut Vec<PathBuf>,
+) -> Result<()> {
     let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    let mut entries = Vec::new();
     for entry in rd {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
-        let p = entry.path();
-        let ft = entry.file_type().map_err(|e| Error::io(&p, e))?;
-        if ft.is_dir() || (ft.is_symlink() && p.is_dir()) {
-            walk_images(&p, out)?;
-        } else if is_image_name(&p.to_string_lossy()) {
+        let ft = entry.file_type().map_err(|e| Error::io(entry.path(), e))?;
+        entries.push((entry.path(), ft));
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    for (p, ft) in entries {
+        let is_dir = ft.is_dir() || (ft.is_symlink() && p.is_dir());
+        if is_dir {
+            let real = std::fs::canonicalize(&p).map_err(|e| Error::io(&p, e))?;
+            // A link back to the tree's root or one of its ancestors would walk it again.
+            if root.starts_with(&real) || !visited.insert(real.clone()) {
+                continue;
+            }
+            walk_dir(&p, root, visited, out)?;
+        } else if is_image_name(&p.file_name().unwrap_or_default().to_string_lossy()) {
             out.push(p);
         }
     }
     Ok(())
+}
+
+/// Sorted classes and the (file, label) plan of a folder tree, class-major then path; the class
+/// of an image is the name of its parent folder.
+fn folder_file_plan(files: Vec<PathBuf>) -> ClassPlan<PathBuf> {
+    class_plan(
+        files
+            .into_iter()
+            .map(|p| {
+                let class = p
+                    .parent()
+                    .and_then(Path::file_name)
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                (class, p)
+            })
+            .collect(),
+    )
 }
 
 fn read_idx(path: &Path, want_dims: usize) -> Result<(Vec<usize>, Vec<u8>)> {
@@ -278,12 +372,20 @@ fn read_idx(path: &Path, want_dims: usize) -> Result<(Vec<usize>, Vec<u8>)> {
             u32::from_be_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]) as usize
         })
         .collect();
-    let n: usize = shape.iter().product();
-    if bytes.len() - header != n {
+    // Checked: three u32 dimensions can overflow usize (found by fuzzing).
+    let n = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|&n| n == bytes.len() - header);
+    if n.is_none() {
+        let need = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .map_or("more than fit in memory".to_string(), |n| n.to_string());
         return Err(data_err(
             path,
             format!(
-                "idx data has {} bytes, shape {shape:?} needs {n}",
+                "idx data has {} bytes, shape {shape:?} needs {need}",
                 bytes.len() - header
             ),
         ));
@@ -408,6 +510,20 @@ impl DataSpec {
         }
     }
 
+    /// The files this source reads directly (archives, idx and CIFAR files, the image list):
+    /// what an output must never overwrite. Folder trees list no files here.
+    pub fn input_files(&self) -> Vec<PathBuf> {
+        match self {
+            DataSpec::Folder(_) => Vec::new(),
+            DataSpec::Tar(p) | DataSpec::TinVal(p) | DataSpec::TinTest(p) => vec![p.clone()],
+            DataSpec::Idx { images, labels } => std::iter::once(images.clone())
+                .chain(labels.clone())
+                .collect(),
+            DataSpec::CifarBin { files, .. } => files.clone(),
+            DataSpec::ImgList { list, .. } => vec![list.clone()],
+        }
+    }
+
     /// A short dataset name for metadata: the file or folder stem plus the split where known.
     pub fn dataset_name(&self) -> String {
         let stem = |p: &Path| {
@@ -458,7 +574,8 @@ impl DataSpec {
                 walk_images(dir, &mut files)?;
                 files.sort();
                 for f in files {
-                    let size = std::fs::metadata(&f).map_err(|e| Error::io(&f, e))?.len();
+                    // A dangling link has no size: it still counts, as missing.
+                    let size = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(u64::MAX);
                     let rel = f.strip_prefix(dir).unwrap_or(&f);
                     h.update(format!("{}\t{size}\n", rel.display()).as_bytes());
                 }
@@ -492,7 +609,7 @@ impl DataSpec {
         match self {
             DataSpec::Tar(path) => {
                 let (names, _) = scan_tar(path, &|_| false)?;
-                let (_, plan) = folder_plan(names);
+                let (_, plan) = archive_plan(path, names)?;
                 if plan.is_empty() {
                     return Err(data_err(path, "no .jpg/.jpeg/.png images in the archive"));
                 }
@@ -564,15 +681,14 @@ impl DataSpec {
             DataSpec::Folder(dir) => {
                 let mut files = Vec::new();
                 walk_images(dir, &mut files)?;
-                let names = files.iter().map(|p| p.to_string_lossy().into_owned());
-                let (_, plan) = folder_plan(names);
+                let (_, plan) = folder_file_plan(files);
                 if plan.is_empty() {
                     return Err(data_err(dir, "no .jpg/.jpeg/.png images in the folder"));
                 }
-                Ok(Box::new(plan.into_iter().map(|(name, label)| {
-                    let bytes = std::fs::read(&name).map_err(|e| Error::io(&name, e))?;
+                Ok(Box::new(plan.into_iter().map(|(path, label)| {
+                    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
                     Ok(RawSample {
-                        name,
+                        name: path.to_string_lossy().into_owned(),
                         label,
                         pixels: Pixels::Encoded(bytes),
                     })
@@ -670,12 +786,12 @@ impl DataSpec {
         match self {
             DataSpec::Tar(path) => {
                 let (names, _) = scan_tar(path, &|_| false)?;
-                Ok(folder_plan(names).0)
+                Ok(archive_plan(path, names)?.0)
             }
             DataSpec::Folder(dir) => {
                 let mut files = Vec::new();
                 walk_images(dir, &mut files)?;
-                Ok(folder_plan(files.iter().map(|p| p.to_string_lossy().into_owned())).0)
+                Ok(folder_file_plan(files).0)
             }
             _ => Ok(Vec::new()),
         }

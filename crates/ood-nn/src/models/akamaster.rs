@@ -20,7 +20,7 @@
 //! Checked against PyTorch logits on 1,000 CIFAR-10 test images (tests/golden_resnet20.rs).
 
 use crate::error::{Error, Result};
-use crate::network::{Forward, InputSpec, Network, load_safetensors};
+use crate::network::{Forward, InputSpec, Network};
 use std::path::Path;
 use tch::nn;
 use tch::{Device, Tensor};
@@ -143,16 +143,13 @@ impl CifarResNet {
     /// Builds the architecture and loads weights from a safetensors file (names as in the
     /// module doc). The number of classes is read from `linear.weight`.
     pub fn load(depth: usize, weights: &Path, device: Device) -> Result<Self> {
-        let file = ood_core::safetensors::SafeTensorsFile::open(weights)?;
-        let classes = match file.tensors.get("linear.weight") {
-            Some(t) if t.shape.len() == 2 => t.shape[0] as i64,
-            Some(t) => {
+        let tensors = crate::models::common::read_weights(weights)?;
+        let classes = match tensors.get("linear.weight").map(Tensor::size) {
+            Some(shape) if shape.len() == 2 => shape[0],
+            Some(shape) => {
                 return Err(Error::Weights {
                     path: weights.to_path_buf(),
-                    reason: format!(
-                        "tensor 'linear.weight' must be 2-d, found shape {:?}",
-                        t.shape
-                    ),
+                    reason: format!("tensor 'linear.weight' must be 2-d, found shape {shape:?}"),
                 });
             }
             None => {
@@ -163,7 +160,7 @@ impl CifarResNet {
             }
         };
         let mut net = CifarResNet::new(depth, classes, device)?;
-        load_safetensors(&mut net.vs, weights)?;
+        crate::models::common::load_strict(&mut net.vs, &tensors, weights)?;
         Ok(net)
     }
 

@@ -173,6 +173,7 @@ impl CifarResNet {
         let mut vs = nn::VarStore::new(device);
         let model = Self::new(&vs.root(), fc[0], depth, ConvInit::PyTorchDefault);
         common::load_strict(&mut vs, &tensors, path)?;
+        vs.freeze();
         Ok(model)
     }
 

@@ -121,19 +121,62 @@ pub(crate) fn head_of(fc: &nn::Linear) -> Result<ood_core::Head> {
     Ok(ood_core::Head::new(weight, Array1::from_vec(bv))?)
 }
 
-/// The tensors of a safetensors file by name, with a leading `module.` (from `nn.DataParallel`)
-/// stripped.
-pub(crate) fn read_weights(path: &Path) -> Result<HashMap<String, Tensor>> {
-    if !path.exists() {
-        return Err(Error::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "weights file not found"),
-        ));
-    }
-    let named = Tensor::read_safetensors(path).map_err(|e| Error::Weights {
+/// The one weight reader: the tensors of a weights file by name, as f32 CPU tensors, with a
+/// leading `module.` (from `nn.DataParallel`) stripped.
+///
+/// Formats, told apart by their first bytes: safetensors (any float or integer dtype, converted
+/// to f32; headers are validated by [`ood_core::safetensors`]) and legacy `.th` pickles of
+/// PyTorch < 1.6 (e.g. the released akamaster files; [`super::th_pickle`]). A zip-format
+/// `torch.save` file is refused with the one-line conversion to safetensors. Every value must be
+/// finite: a NaN or infinity is an error naming the file and the tensor.
+pub fn read_weights(path: &Path) -> Result<HashMap<String, Tensor>> {
+    let werr = |reason: String| Error::Weights {
         path: path.to_path_buf(),
-        reason: format!("cannot read as safetensors: {e}"),
-    })?;
+        reason,
+    };
+    let mut magic = [0u8; 4];
+    {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let n = f.read(&mut magic).map_err(|e| Error::io(path, e))?;
+        if n < magic.len() {
+            return Err(werr(format!("{n}-byte file is not a weights file")));
+        }
+    }
+    let named: Vec<(String, Tensor)> = if magic[0] == 0x80 {
+        super::th_pickle::load_th(path)?
+            .into_iter()
+            .map(|(n, t)| {
+                let t = t.to_kind(Kind::Float);
+                (n, t)
+            })
+            .collect()
+    } else if magic == *b"PK\x03\x04" {
+        return Err(werr(
+            "a zip-format torch.save checkpoint; convert it once in Python: \
+             `from safetensors.torch import save_file; save_file(torch.load(F, map_location=\"cpu\"), OUT)` \
+             (for a checkpoint dict, pass its state_dict)"
+                .into(),
+        ));
+    } else {
+        let file = ood_core::safetensors::SafeTensorsFile::open(path)
+            .map_err(|e| werr(format!("cannot read as safetensors: {e}")))?;
+        let mut v = Vec::with_capacity(file.tensors.len());
+        for (name, info) in &file.tensors {
+            let values = file.read_f32(name).map_err(|e| werr(e.to_string()))?;
+            let shape: Vec<i64> = info.shape.iter().map(|&d| d as i64).collect();
+            v.push((name.clone(), Tensor::from_slice(&values).reshape(shape)));
+        }
+        v
+    };
+    for (name, t) in &named {
+        if t.numel() > 0 && !bool::try_from(t.isfinite().all()).unwrap_or(false) {
+            let bad = i64::try_from(t.isfinite().logical_not().sum(Kind::Int64)).unwrap_or(-1);
+            return Err(werr(format!(
+                "tensor `{name}` holds {bad} NaN or infinite value(s)"
+            )));
+        }
+    }
     Ok(strip_module_prefix(named))
 }
 
@@ -175,49 +218,70 @@ pub(crate) fn count_blocks(tensors: &HashMap<String, Tensor>, prefix: &str) -> u
     n
 }
 
-/// Copies every variable of `vs` from `tensors` (strict: a missing tensor, a shape mismatch or an
-/// unused tensor other than `num_batches_tracked` is an error), then freezes the store.
-pub(crate) fn load_strict(
+/// Copies every variable of `vs` from `tensors`, strictly: every missing tensor, every tensor
+/// of the wrong shape and every tensor the model does not use (other than BatchNorm's
+/// `num_batches_tracked`) is an error naming them (up to 8 of each kind), so that weights of
+/// another architecture or depth never load silently. The store is not frozen here.
+pub fn load_strict(
     vs: &mut nn::VarStore,
     tensors: &HashMap<String, Tensor>,
     path: &Path,
 ) -> Result<()> {
-    let werr = |reason: String| Error::Weights {
-        path: path.to_path_buf(),
-        reason,
-    };
     let vars = vs.variables();
     let mut names: Vec<&String> = vars.keys().collect();
     names.sort();
-    for name in names {
-        let var = &vars[name];
-        let src = tensors
-            .get(name)
-            .ok_or_else(|| werr(format!("missing tensor `{name}`")))?;
-        if src.size() != var.size() {
-            return Err(werr(format!(
-                "tensor `{name}` has shape {:?}, the model expects {:?}",
+    let (mut missing, mut misshaped) = (Vec::new(), Vec::new());
+    for name in &names {
+        match tensors.get(*name) {
+            None => missing.push(format!("`{name}`")),
+            Some(src) if src.size() != vars[*name].size() => misshaped.push(format!(
+                "`{name}` is {:?}, the model needs {:?}",
                 src.size(),
-                var.size()
-            )));
+                vars[*name].size()
+            )),
+            Some(_) => {}
         }
-        let mut dst = var.shallow_clone();
-        tch::no_grad(|| dst.f_copy_(src))
-            .map_err(|e| werr(format!("cannot copy tensor `{name}`: {e}")))?;
     }
-    let mut extra: Vec<&String> = tensors
+    let mut extra: Vec<String> = tensors
         .keys()
         .filter(|k| !vars.contains_key(*k) && !k.ends_with("num_batches_tracked"))
+        .map(|k| format!("`{k}`"))
         .collect();
-    if !extra.is_empty() {
-        extra.sort();
-        let shown: Vec<&str> = extra.iter().take(5).map(|s| s.as_str()).collect();
-        return Err(werr(format!(
-            "{} tensor(s) not used by the model (architecture mismatch?): {}",
-            extra.len(),
-            shown.join(", ")
-        )));
+    extra.sort();
+    let list = |what: &str, v: &[String]| -> Option<String> {
+        (!v.is_empty()).then(|| {
+            let shown = v.iter().take(8).cloned().collect::<Vec<_>>().join(", ");
+            let more = if v.len() > 8 {
+                format!(" and {} more", v.len() - 8)
+            } else {
+                String::new()
+            };
+            format!("{} {what}: {shown}{more}", v.len())
+        })
+    };
+    let problems: Vec<String> = [
+        list("missing tensor(s)", &missing),
+        list("tensor(s) of the wrong shape", &misshaped),
+        list(
+            "tensor(s) the model does not use (another architecture or depth?)",
+            &extra,
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !problems.is_empty() {
+        return Err(Error::Weights {
+            path: path.to_path_buf(),
+            reason: format!("the weights do not fit the model: {}", problems.join("; ")),
+        });
     }
-    vs.freeze();
+    for name in names {
+        let mut dst = vars[name].shallow_clone();
+        tch::no_grad(|| dst.f_copy_(&tensors[name])).map_err(|e| Error::Weights {
+            path: path.to_path_buf(),
+            reason: format!("cannot copy tensor `{name}`: {e}"),
+        })?;
+    }
     Ok(())
 }

@@ -198,6 +198,7 @@ impl ResNet {
         let mut vs = nn::VarStore::new(device);
         let model = Self::new(&vs.root(), fc[0], kind, blocks);
         common::load_strict(&mut vs, &tensors, path)?;
+        vs.freeze();
         Ok(model)
     }
 

@@ -158,6 +158,7 @@ impl WideResNet {
         let mut vs = nn::VarStore::new(device);
         let model = Self::new(&vs.root(), fc[0], 6 * n + 4, w[0] / 16, 0.0)?;
         common::load_strict(&mut vs, &tensors, path)?;
+        vs.freeze();
         Ok(model)
     }
 

@@ -13,10 +13,19 @@ pub fn shared_root(test: &str) -> Option<PathBuf> {
     if root.join("DATA.md").is_file() {
         Some(root)
     } else {
-        eprintln!(
+        skip(&format!(
             "SKIPPED {test}: shared data folder {} not found (set OOD_DATA_ROOT)",
             root.display()
-        );
+        ));
         None
     }
+}
+
+/// Reports a test that cannot run here for want of data or tools. With `OOD_REQUIRE_DATA=1` (set
+/// by `.ci/run`) that is a failure instead, so a suite that silently checks nothing cannot pass.
+pub fn skip(reason: &str) {
+    if std::env::var_os("OOD_REQUIRE_DATA").is_some_and(|v| v == "1") {
+        panic!("OOD_REQUIRE_DATA=1 but this test cannot run: {reason}");
+    }
+    eprintln!("{reason}");
 }
