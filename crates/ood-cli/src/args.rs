@@ -338,12 +338,14 @@ results.json,config.json,report.html}.
 #[command(after_long_help = EXTRACT_HELP)]
 pub struct ExtractArgs {
     /// Model name: resnet20..56 (akamaster), cifar_resnet18/34, wrn, resnet18/34/50/101 (torchvision),
-    /// clip (Hugging Face CLIPModel safetensors; features = image embeddings; needs --text-head).
+    /// clip (Hugging Face CLIPModel safetensors; features = image embeddings; needs --text-head),
+    /// torchscript:FILE.pt (your own model, see the TorchScript options).
     #[arg(long)]
     pub model: String,
-    /// Weights file (safetensors, tensor names of the PyTorch original).
+    /// Weights file (safetensors, tensor names of the PyTorch original); not used by
+    /// torchscript:FILE.pt, required otherwise.
     #[arg(long)]
-    pub weights: PathBuf,
+    pub weights: Option<PathBuf>,
     /// Data source, KIND:PATH (see below).
     #[arg(long, value_name = "SPEC")]
     pub data: String,
@@ -378,6 +380,33 @@ pub struct ExtractArgs {
     /// `ood neglabel mine --encoder clip`; the logits are CLIP's zero-shot logits against them.
     #[arg(long, value_name = "HEAD.safetensors")]
     pub text_head: Option<PathBuf>,
+    #[command(flatten)]
+    pub torchscript: TorchScriptArgs,
+}
+
+/// Options of `--model torchscript:FILE.pt`; each overrides what the file's `oodkit_config()`
+/// says (`scripts/export_torchscript.py` writes it).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "TorchScript models (--model torchscript:FILE.pt)")]
+pub struct TorchScriptArgs {
+    /// Name of the head weight (classes, features) among the module's parameters, e.g. fc.weight.
+    #[arg(long, value_name = "NAME")]
+    pub head_weight: Option<String>,
+    /// Name of the head bias (classes), e.g. fc.bias (none: zero bias).
+    #[arg(long, value_name = "NAME", requires = "head_weight")]
+    pub head_bias: Option<String>,
+    /// Square input size in pixels (the centre crop; the resize is then N up to 64, else N*8/7).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub input_size: Option<u32>,
+    /// Normalisation mean per channel after x/255.
+    #[arg(long, value_name = "R,G,B")]
+    pub mean: Option<String>,
+    /// Normalisation standard deviation per channel after x/255.
+    #[arg(long, value_name = "R,G,B")]
+    pub std: Option<String>,
+    /// Resize filter (Pillow's, bit-exact).
+    #[arg(long, value_parser = ["bilinear", "bicubic"])]
+    pub interpolation: Option<String>,
 }
 
 /// The data-spec part of `ood extract --help`.
@@ -414,12 +443,12 @@ pub struct BenchArgs {
     #[arg(value_parser = ["cifar10"])]
     pub benchmark: String,
     /// Model name: resnet20..56 (akamaster), cifar_resnet18/34, wrn, resnet18/34/50/101 (torchvision),
-    /// clip (Hugging Face CLIPModel safetensors; features = image embeddings; needs --text-head).
+    /// torchscript:FILE.pt (your own model, see the TorchScript options).
     #[arg(long, default_value = "resnet20")]
     pub model: String,
-    /// Weights file (safetensors).
+    /// Weights file (safetensors or .th); not used by torchscript:FILE.pt, required otherwise.
     #[arg(long)]
-    pub weights: PathBuf,
+    pub weights: Option<PathBuf>,
     /// Folder holding `data/` (default: $OOD_DATA_ROOT, else ../shared).
     #[arg(long)]
     pub data_root: Option<PathBuf>,
@@ -440,6 +469,8 @@ pub struct BenchArgs {
     /// `--negatives NEG.safetensors` from `ood neglabel mine` (its `weight` = ID label embeddings).
     #[arg(long, value_name = "PROJ.safetensors|auto")]
     pub align: Option<String>,
+    #[command(flatten)]
+    pub torchscript: TorchScriptArgs,
     #[command(flatten)]
     pub run: RunArgs,
 }

@@ -77,6 +77,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
     let p32 = Preprocess {
         resize: Some(32),
+        interpolation: Default::default(),
         crop: Some(32),
         pad: 0,
         mean: MEAN,
@@ -84,6 +85,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let pad2 = Preprocess {
         resize: None,
+        interpolation: Default::default(),
         crop: None,
         pad: 2,
         mean: MEAN,

@@ -140,6 +140,8 @@ const IMAGENET_SPEC: InputSpec = InputSpec {
 /// `wrn` (any WRN-d-k with the OE/OpenOOD tensor names, OE normalisation); `resnet18`, `resnet34`,
 /// `resnet50`, `resnet101` (torchvision layout, 224 px, ImageNet normalisation). Depth, width and
 /// class count are read from the file; the name must agree with the file's architecture family.
+/// `torchscript:FILE.pt` loads a TorchScript file with its own configuration
+/// ([`crate::models::torchscript`]; `weights` is not read).
 pub fn load_network(name: &str, weights: &Path, device: Device) -> Result<Box<dyn Network>> {
     use crate::models::akamaster::CifarResNet;
     use crate::models::{cifar_resnet, resnet, wrn};
@@ -179,9 +181,14 @@ pub fn load_network(name: &str, weights: &Path, device: Device) -> Result<Box<dy
                 device,
             })
         }
+        ts if ts.starts_with(crate::models::torchscript::PREFIX) => {
+            let file = Path::new(&ts[crate::models::torchscript::PREFIX.len()..]);
+            let opts = Default::default();
+            Box::new(crate::models::torchscript::TorchScript::load(file, &opts, device)?)
+        }
         other => {
             return Err(Error::Config(format!(
-                "unknown model '{other}' (known: {})",
+                "unknown model '{other}' (known: {}, torchscript:FILE.pt)",
                 KNOWN_MODELS.join(", ")
             )));
         }

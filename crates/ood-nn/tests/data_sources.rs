@@ -149,6 +149,7 @@ fn idx_raw_and_gz_are_gray_replicated_and_padded() {
     assert_eq!(img.get_pixel(6, 5).0, [v, v, v]);
     let pre = Preprocess {
         resize: None,
+        interpolation: Default::default(),
         crop: None,
         pad: 2,
         mean: [0.0; 3],
@@ -367,6 +368,7 @@ fn dangling_image_link_is_skipped_or_named() {
         batch_size: 4,
         preprocess: Preprocess {
             resize: Some(32),
+            interpolation: Default::default(),
             crop: Some(32),
             pad: 0,
             mean: [0.5; 3],

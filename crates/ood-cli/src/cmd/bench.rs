@@ -5,7 +5,7 @@
 //! cache and reused; then every detector runs through `ood eval`'s runner.
 
 use crate::args::BenchArgs;
-use crate::cmd::common::guard_outputs;
+use crate::cmd::common::{guard_outputs, load_model, model_file};
 use crate::cmd::eval::{self, Inputs, Options, VisionLanguage};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -13,7 +13,7 @@ use ood_core::DetectorSpec;
 use ood_core::benchmark::Group;
 use ood_core::projection::Projection;
 use ood_nn::data::{DataSpec, OnError, Preprocess};
-use ood_nn::network::{ExtractOptions, extract_cached, file_sha256, load_network};
+use ood_nn::network::{ExtractOptions, extract_cached, file_sha256};
 use serde_json::json;
 use std::path::Path;
 use std::path::PathBuf;
@@ -45,7 +45,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         tch::set_num_threads(t);
     }
     let mut opts = eval::resolve(&a.run)?;
-    let mut ins = vec![("--weights".to_string(), a.weights.clone())];
+    let (weights, weights_flag) = model_file(&a.model, a.weights.as_deref())?;
+    let mut ins = vec![(weights_flag.to_string(), weights.clone())];
     if let Some(n) = &a.run.negatives {
         ins.push(("--negatives".into(), n.clone()));
     }
@@ -81,12 +82,15 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let fashion = DataSpec::Idx { images: need(fmnist).context("Fashion-MNIST comes from the Debian package dataset-fashion-mnist (scripts/setup installs it)")?, labels: None };
 
     let device = crate::cmd::extract::parse_device(&a.device)?;
-    let net = load_network(&a.model, &a.weights, device)?;
-    let weights_sha = file_sha256(&a.weights)?;
+    let loaded = load_model(&a.model, &weights, &a.torchscript, device)?;
+    let net = loaded.net;
+    let weights_sha = file_sha256(&weights)?;
     let spec = net.input_spec();
     let s = spec.size;
+    let interpolation = loaded.resize.map(|(_, i)| i).unwrap_or_default();
     let pre = |resize: Option<u32>, crop: Option<u32>, pad: u32| Preprocess {
         resize,
+        interpolation,
         crop,
         pad,
         mean: spec.mean,
@@ -153,12 +157,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
         &format!(
             "oodkit bench cifar10: {} ({})",
             net.name(),
-            a.weights.display()
+            weights.display()
         ),
         "bench cifar10",
         &inputs,
         &opts,
-        json!({"model": net.name(), "weights": a.weights.display().to_string(), "weights_sha256": weights_sha, "data_root": root.display().to_string()}),
+        json!({"model": net.name(), "weights": weights.display().to_string(), "weights_sha256": weights_sha, "data_root": root.display().to_string()}),
     )
 }
 

@@ -1,11 +1,12 @@
 //! `ood extract`: run a network over a dataset and write its features.
 
 use crate::args::ExtractArgs;
-use crate::cmd::common::{guard_outputs, with_appended};
+use crate::cmd::common::{guard_outputs, load_model, model_file, with_appended};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use ood_nn::data::{DataSpec, OnError, Preprocess};
-use ood_nn::network::{ExtractOptions, extract, file_sha256, load_network};
+use ood_nn::network::{ExtractOptions, extract, file_sha256};
+use std::path::Path;
 
 fn parse_size(what: &str, v: &str) -> Result<Option<u32>> {
     if v == "none" {
@@ -52,7 +53,8 @@ pub fn run(a: ExtractArgs) -> Result<()> {
     let device = parse_device(&a.device)?;
     let data = DataSpec::parse(&a.data)?;
     let data_files = data.input_files();
-    let mut ins = vec![("--weights", a.weights.as_path())];
+    let (weights, weights_flag) = model_file(&a.model, a.weights.as_deref())?;
+    let mut ins = vec![(weights_flag, weights.as_path())];
     ins.extend(data_files.iter().map(|p| ("--data", p.as_path())));
     if let Some(h) = &a.text_head {
         ins.push(("--text-head", h.as_path()));
@@ -66,16 +68,20 @@ pub fn run(a: ExtractArgs) -> Result<()> {
         ],
     )?;
     if a.model == "clip" {
-        return run_clip(&a, device, &data);
+        return run_clip(&a, &weights, device, &data);
     }
-    let net = load_network(&a.model, &a.weights, device)?;
+    let loaded = load_model(&a.model, &weights, &a.torchscript, device)?;
+    let net = loaded.net;
     let spec = net.input_spec();
     let is_idx = matches!(data, DataSpec::Idx { .. });
     let resize = match &a.resize {
         Some(v) => parse_size("resize", v)?,
         None if is_idx => None,
-        None if spec.size > 64 => Some(spec.size * 8 / 7),
-        None => Some(spec.size),
+        None => match loaded.resize {
+            Some((r, _)) => Some(r),
+            None if spec.size > 64 => Some(spec.size * 8 / 7),
+            None => Some(spec.size),
+        },
     };
     let crop = match &a.crop {
         Some(v) => parse_size("crop", v)?,
@@ -89,6 +95,7 @@ pub fn run(a: ExtractArgs) -> Result<()> {
     };
     let preprocess = Preprocess {
         resize,
+        interpolation: loaded.resize.map(|(_, i)| i).unwrap_or_default(),
         crop,
         pad,
         mean: spec.mean,
@@ -103,7 +110,7 @@ pub fn run(a: ExtractArgs) -> Result<()> {
         preprocess: preprocess.clone(),
         on_error,
     };
-    let weights_sha = file_sha256(&a.weights)?;
+    let weights_sha = file_sha256(&weights)?;
     let data_sha = data.fingerprint()?;
 
     let bar = ProgressBar::new_spinner();
@@ -140,7 +147,7 @@ pub fn run(a: ExtractArgs) -> Result<()> {
         "command": "extract",
         "tool_version": env!("CARGO_PKG_VERSION"),
         "model": net.name(),
-        "weights": a.weights.display().to_string(),
+        "weights": weights.display().to_string(),
         "weights_sha256": weights_sha,
         "data_spec": data.to_spec_string(),
         "dataset": data.dataset_name(),
@@ -148,6 +155,7 @@ pub fn run(a: ExtractArgs) -> Result<()> {
         "layer": "penultimate",
         "preprocessing": preprocess.describe(),
         "resize": preprocess.resize,
+        "interpolation": preprocess.interpolation.as_str(),
         "crop": preprocess.crop,
         "pad": preprocess.pad,
         "mean": preprocess.mean,
@@ -205,7 +213,7 @@ fn data_labels_known(d: &DataSpec) -> bool {
 
 /// `ood extract --model clip`: CLIP image embeddings as features, zero-shot logits against
 /// `--text-head`, CLIP's own preprocessing (Pillow bicubic; `--resize/--crop/--pad` are refused).
-fn run_clip(a: &ExtractArgs, device: tch::Device, data: &DataSpec) -> Result<()> {
+fn run_clip(a: &ExtractArgs, weights: &Path, device: tch::Device, data: &DataSpec) -> Result<()> {
     if a.resize.is_some() || a.crop.is_some() || a.pad.is_some() {
         bail!("--model clip uses CLIP's own preprocessing; drop --resize/--crop/--pad");
     }
@@ -217,13 +225,13 @@ fn run_clip(a: &ExtractArgs, device: tch::Device, data: &DataSpec) -> Result<()>
     };
     let head = ood_core::Head::load(head_path)
         .with_context(|| format!("loading text head {}", head_path.display()))?;
-    let model = ood_nn::clip::ClipModel::load(&a.weights, None, device)
-        .with_context(|| format!("loading CLIP {}", a.weights.display()))?;
+    let model = ood_nn::clip::ClipModel::load(weights, None, device)
+        .with_context(|| format!("loading CLIP {}", weights.display()))?;
     let on_error = match a.on_error.as_str() {
         "skip" => OnError::Skip,
         _ => OnError::Fail,
     };
-    let weights_sha = file_sha256(&a.weights)?;
+    let weights_sha = file_sha256(weights)?;
     let data_sha = data.fingerprint()?;
     let started = std::time::Instant::now();
     let bar = ProgressBar::new_spinner();
@@ -254,7 +262,7 @@ fn run_clip(a: &ExtractArgs, device: tch::Device, data: &DataSpec) -> Result<()>
         "tool_version": env!("CARGO_PKG_VERSION"),
         "model": "clip",
         "clip_config": format!("{:?}", model.config()),
-        "weights": a.weights.display().to_string(),
+        "weights": weights.display().to_string(),
         "weights_sha256": weights_sha,
         "text_head": head_path.display().to_string(),
         "text_head_sha256": head_sha,

@@ -37,6 +37,7 @@ pub fn read_images(spec: &DataSpec, side: u32, limit: Option<usize>) -> Result<I
     let pre = if matches!(spec, DataSpec::Idx { .. }) {
         Preprocess {
             resize: None,
+            interpolation: Default::default(),
             crop: None,
             pad: side.saturating_sub(28) / 2,
             mean: [0.0; 3],
@@ -45,6 +46,7 @@ pub fn read_images(spec: &DataSpec, side: u32, limit: Option<usize>) -> Result<I
     } else {
         Preprocess {
             resize: Some(side),
+            interpolation: Default::default(),
             crop: Some(side),
             pad: 0,
             mean: [0.0; 3],

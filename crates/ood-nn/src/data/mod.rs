@@ -21,7 +21,7 @@ pub mod npy;
 pub mod preprocess;
 mod sources;
 
-pub use preprocess::Preprocess;
+pub use preprocess::{Interpolation, Preprocess};
 pub use sources::{DataSpec, OnError, SampleIter};
 
 use crate::error::{Error, Result};

@@ -1,5 +1,6 @@
 //! Test-time preprocessing, matching torchvision on PIL images:
-//! `Resize(S)` (shorter side to `S`, PIL bilinear with its antialiasing support when downscaling),
+//! `Resize(S)` (shorter side to `S`, PIL bilinear, or bicubic, with its antialiasing support when
+//! downscaling),
 //! `CenterCrop(C)`, `Pad(P)` (zeros in pixel space), `ToTensor` (`x/255`), `Normalize(mean, std)`.
 //!
 //! The resize is a port of Pillow's `Resample.c` (`precompute_coeffs`, `normalize_coeffs_8bpc`,
@@ -11,11 +12,42 @@
 use image::RgbImage;
 use tch::{Kind, Tensor};
 
+/// The resampling filter of [`Preprocess::resize`] (Pillow's, bit-exact).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Interpolation {
+    /// `Image.BILINEAR` (torchvision's default).
+    #[default]
+    Bilinear,
+    /// `Image.BICUBIC` (timm's ViTs, CLIP).
+    Bicubic,
+}
+
+impl Interpolation {
+    /// Parses `bilinear` or `bicubic`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "bilinear" => Some(Interpolation::Bilinear),
+            "bicubic" => Some(Interpolation::Bicubic),
+            _ => None,
+        }
+    }
+
+    /// `bilinear` or `bicubic`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interpolation::Bilinear => "bilinear",
+            Interpolation::Bicubic => "bicubic",
+        }
+    }
+}
+
 /// A preprocessing pipeline (see the module doc for the order of the steps).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Preprocess {
-    /// Resize the shorter side to this many pixels (bilinear), when set.
+    /// Resize the shorter side to this many pixels (with [`Preprocess::interpolation`]), when set.
     pub resize: Option<u32>,
+    /// The filter of the resize.
+    pub interpolation: Interpolation,
     /// Centre-crop to a square of this size, when set.
     pub crop: Option<u32>,
     /// Zero pixels added on each side after cropping.
@@ -31,6 +63,7 @@ impl Preprocess {
     pub fn normalize_only(mean: [f32; 3], std: [f32; 3]) -> Self {
         Preprocess {
             resize: None,
+            interpolation: Interpolation::Bilinear,
             crop: None,
             pad: 0,
             mean,
@@ -42,7 +75,10 @@ impl Preprocess {
     pub fn describe(&self) -> String {
         let mut s = String::from("rgb");
         if let Some(r) = self.resize {
-            s += &format!(" > resize_shorter({r}, pil_bilinear)");
+            s += &format!(
+                " > resize_shorter({r}, pil_{})",
+                self.interpolation.as_str()
+            );
         }
         if let Some(c) = self.crop {
             s += &format!(" > center_crop({c})");
@@ -64,7 +100,10 @@ impl Preprocess {
             let (w, h) = img.dimensions();
             let (nw, nh) = shorter_side_size(w, h, s);
             if (nw, nh) != (w, h) {
-                img = resize_bilinear_pil(&img, nw, nh);
+                img = match self.interpolation {
+                    Interpolation::Bilinear => resize_bilinear_pil(&img, nw, nh),
+                    Interpolation::Bicubic => resize_bicubic_pil(&img, nw, nh),
+                };
             }
         }
         if let Some(c) = self.crop {

@@ -9,6 +9,7 @@ pub mod cifar_resnet;
 pub mod common;
 pub mod resnet;
 pub mod th_pickle;
+pub mod torchscript;
 pub mod wrn;
 
 pub mod akamaster;
