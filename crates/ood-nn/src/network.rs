@@ -184,7 +184,9 @@ pub fn load_network(name: &str, weights: &Path, device: Device) -> Result<Box<dy
         ts if ts.starts_with(crate::models::torchscript::PREFIX) => {
             let file = Path::new(&ts[crate::models::torchscript::PREFIX.len()..]);
             let opts = Default::default();
-            Box::new(crate::models::torchscript::TorchScript::load(file, &opts, device)?)
+            Box::new(crate::models::torchscript::TorchScript::load(
+                file, &opts, device,
+            )?)
         }
         other => {
             return Err(Error::Config(format!(

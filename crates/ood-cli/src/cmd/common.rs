@@ -59,7 +59,10 @@ pub fn model_file(
     model: &str,
     weights: Option<&Path>,
 ) -> Result<(std::path::PathBuf, &'static str)> {
-    match (model.strip_prefix(ood_nn::models::torchscript::PREFIX), weights) {
+    match (
+        model.strip_prefix(ood_nn::models::torchscript::PREFIX),
+        weights,
+    ) {
         (Some(""), _) => bail!("--model torchscript: needs a file, e.g. torchscript:model.pt"),
         (Some(_), Some(w)) => bail!(
             "--weights {} is not used with --model {model}: the TorchScript file holds the weights",
@@ -124,8 +127,16 @@ pub fn load_model(
             .interpolation
             .as_deref()
             .map(|s| ood_nn::data::Interpolation::parse(s).expect("clap checked the value")),
-        mean: ts.mean.as_deref().map(|s| parse_triple("--mean", s)).transpose()?,
-        std: ts.std.as_deref().map(|s| parse_triple("--std", s)).transpose()?,
+        mean: ts
+            .mean
+            .as_deref()
+            .map(|s| parse_triple("--mean", s))
+            .transpose()?,
+        std: ts
+            .std
+            .as_deref()
+            .map(|s| parse_triple("--std", s))
+            .transpose()?,
     };
     let net = TorchScript::load(file, &opts, device)?;
     let resize = Some((net.resize(), net.interpolation()));

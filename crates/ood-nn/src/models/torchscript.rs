@@ -105,25 +105,30 @@ impl TorchScript {
         let file = read_config(&module).map_err(bad)?;
 
         let input_size = opts.input_size.or(file.input_size).ok_or_else(|| {
-            bad("no input size: the file has no oodkit_config() with input_size; give it \
+            bad(
+                "no input size: the file has no oodkit_config() with input_size; give it \
                  (--input-size)"
-                .into())
+                    .into(),
+            )
         })?;
         if input_size == 0 {
             return Err(bad("input size 0".into()));
         }
         let mean = opts.mean.or(file.mean).ok_or_else(|| {
-            bad("no normalisation mean: the file has no oodkit_config() with mean; give it \
+            bad(
+                "no normalisation mean: the file has no oodkit_config() with mean; give it \
                  (--mean a,b,c)"
-                .into())
+                    .into(),
+            )
         })?;
         let std = opts.std.or(file.std).ok_or_else(|| {
-            bad("no normalisation std: the file has no oodkit_config() with std; give it \
+            bad(
+                "no normalisation std: the file has no oodkit_config() with std; give it \
                  (--std a,b,c)"
-                .into())
+                    .into(),
+            )
         })?;
-        if std.iter().any(|s| !(s.is_finite() && *s > 0.0)) || mean.iter().any(|m| !m.is_finite())
-        {
+        if std.iter().any(|s| !(s.is_finite() && *s > 0.0)) || mean.iter().any(|m| !m.is_finite()) {
             return Err(bad(format!(
                 "std must be positive and finite, mean finite: mean {mean:?}, std {std:?}"
             )));
@@ -143,17 +148,24 @@ impl TorchScript {
             _ => default_resize(input_size),
         };
 
-        let weight_name = opts.head_weight.clone().or(file.head_weight).ok_or_else(|| {
-            bad("no head: name its parameters (--head-weight NAME --head-bias NAME, e.g. \
+        let weight_name = opts
+            .head_weight
+            .clone()
+            .or(file.head_weight)
+            .ok_or_else(|| {
+                bad(
+                    "no head: name its parameters (--head-weight NAME --head-bias NAME, e.g. \
                  fc.weight and fc.bias) or export with scripts/export_torchscript.py"
-                .into())
-        })?;
+                        .into(),
+                )
+            })?;
         let bias_name = match &opts.head_weight {
             Some(_) => opts.head_bias.clone(),
             None => opts.head_bias.clone().or(file.head_bias),
         };
         let params = module.named_parameters()?;
-        let (weight, bias) = head_tensors(&params, &weight_name, bias_name.as_deref()).map_err(bad)?;
+        let (weight, bias) =
+            head_tensors(&params, &weight_name, bias_name.as_deref()).map_err(bad)?;
 
         let spec = InputSpec {
             size: input_size,
@@ -223,9 +235,14 @@ impl TorchScript {
         }
         let f = f.to_device(Device::Cpu).to_kind(Kind::Double);
         let l = l.to_device(Device::Cpu).to_kind(Kind::Double);
-        let w = Tensor::from_slice(self.head.weight.as_slice().expect("Head is standard layout"))
-            .reshape([c, d])
-            .to_kind(Kind::Double);
+        let w = Tensor::from_slice(
+            self.head
+                .weight
+                .as_slice()
+                .expect("Head is standard layout"),
+        )
+        .reshape([c, d])
+        .to_kind(Kind::Double);
         let b = Tensor::from_slice(self.head.bias.as_slice().expect("Head is standard layout"))
             .to_kind(Kind::Double);
         let recomputed = f.matmul(&w.tr()) + b;
@@ -391,7 +408,8 @@ fn head_from_tensors(weight: &Tensor, bias: &Option<Tensor>) -> Result<ood_core:
 
 /// Reads the `(features, logits)` tuple or `{"features", "logits"}` dict of a forward pass.
 fn features_and_logits(out: IValue) -> std::result::Result<(Tensor, Tensor), String> {
-    let expected = "expected the tuple (features, logits) or the dict {\"features\", \"logits\"} of tensors";
+    let expected =
+        "expected the tuple (features, logits) or the dict {\"features\", \"logits\"} of tensors";
     match out {
         IValue::Tuple(mut v) | IValue::GenericList(mut v) if v.len() == 2 => {
             let l = v.pop().expect("two elements");
