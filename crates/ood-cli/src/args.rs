@@ -470,9 +470,9 @@ pub struct BenchArgs {
     #[arg(long, value_name = "PROJ.safetensors|auto")]
     pub align: Option<String>,
     #[command(flatten)]
-    pub torchscript: TorchScriptArgs,
-    #[command(flatten)]
     pub run: RunArgs,
+    #[command(flatten)]
+    pub torchscript: TorchScriptArgs,
 }
 
 /// Arguments of `ood align`.

@@ -248,7 +248,7 @@ impl TorchScript {
         let recomputed = f.matmul(&w.tr()) + b;
         let diff = f64::try_from((recomputed - &l).abs().max()).unwrap_or(f64::NAN);
         let scale = f64::try_from(l.abs().max()).unwrap_or(f64::NAN).max(1.0);
-        if !(diff <= HEAD_TOLERANCE * scale) {
+        if diff.is_nan() || diff > HEAD_TOLERANCE * scale {
             return Err(format!(
                 "the head {weight}{} does not reproduce the logits: max |features·Wᵀ+b − logits| \
                  = {diff:.3e} on a probe batch (logits up to {scale:.3e}, tolerance {:.0e} \
