@@ -167,6 +167,20 @@ fn torchscript_resnet20_export_matches_native_resnet20() {
     let acc = |f: &ood_core::Features| f.accuracy().unwrap();
     assert_eq!(acc(&ts), acc(&native));
     assert!(acc(&ts) > 0.7, "real weights on real images: {}", acc(&ts));
+
+    // The library entry point: load_network knows torchscript:FILE and reads the file's config.
+    let cpu = tch::Device::Cpu;
+    let net = ood_nn::network::load_network(
+        &format!("torchscript:{}", p(&dir.join("resnet20.pt"))),
+        Path::new("unused"),
+        cpu,
+    )
+    .unwrap();
+    let native_net = ood_nn::network::load_network("resnet20", &weights, cpu).unwrap();
+    assert_eq!(net.name(), "torchscript-resnet20");
+    assert_eq!(net.input_spec(), native_net.input_spec());
+    let (h, hn) = (net.head().unwrap(), native_net.head().unwrap());
+    assert_eq!((h.weight, h.bias), (hn.weight, hn.bias));
 }
 
 #[test]
