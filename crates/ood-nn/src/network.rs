@@ -45,147 +45,20 @@ pub trait Network: Send {
     fn device(&self) -> Device;
 }
 
-/// Model names [`load_network`] knows.
-pub const KNOWN_MODELS: &[&str] = &[
-    "resnet8",
-    "resnet14",
-    "resnet20",
-    "resnet32",
-    "resnet44",
-    "resnet56",
-    "cifar_resnet18",
-    "cifar_resnet34",
-    "wrn",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-];
+/// Model names [`load_network`] knows (the registry's, [`crate::models::KNOWN_MODELS`]).
+pub use crate::models::KNOWN_MODELS;
 
-/// The inherent API shared by the architectures of [`crate::models`].
-trait Architecture: Send {
-    fn features_and_logits(&self, x: &Tensor, train: bool) -> (Tensor, Tensor);
-    fn linear_head(&self) -> Result<ood_core::Head>;
-}
-
-macro_rules! architecture {
-    ($($t:ty),*) => {$(
-        impl Architecture for $t {
-            fn features_and_logits(&self, x: &Tensor, train: bool) -> (Tensor, Tensor) {
-                self.forward_t(x, train)
-            }
-            fn linear_head(&self) -> Result<ood_core::Head> {
-                self.head()
-            }
-        }
-    )*};
-}
-architecture!(
-    crate::models::cifar_resnet::CifarResNet,
-    crate::models::wrn::WideResNet,
-    crate::models::resnet::ResNet
-);
-
-/// A loaded architecture with its name, input convention and device.
-struct Loaded<M> {
-    name: String,
-    model: M,
-    spec: InputSpec,
-    device: Device,
-}
-
-impl<M: Architecture> Network for Loaded<M> {
-    fn name(&self) -> String {
-        self.name.clone()
-    }
-    fn forward_t(&self, images: &Tensor, train: bool) -> Forward {
-        let (features, logits) = self.model.features_and_logits(images, train);
-        Forward { features, logits }
-    }
-    fn head(&self) -> Result<ood_core::Head> {
-        self.model.linear_head()
-    }
-    fn input_spec(&self) -> InputSpec {
-        self.spec
-    }
-    fn device(&self) -> Device {
-        self.device
-    }
-}
-
-/// OpenOOD's CIFAR-10 normalisation.
-const CIFAR10_SPEC: InputSpec = InputSpec {
-    size: 32,
-    mean: [0.4914, 0.4822, 0.4465],
-    std: [0.2470, 0.2435, 0.2616],
-};
-/// The Outlier Exposure WRN normalisation.
-const OE_WRN_SPEC: InputSpec = InputSpec {
-    size: 32,
-    mean: [125.3 / 255.0, 123.0 / 255.0, 113.9 / 255.0],
-    std: [63.0 / 255.0, 62.1 / 255.0, 66.7 / 255.0],
-};
-/// ImageNet normalisation at 224 px.
-const IMAGENET_SPEC: InputSpec = InputSpec {
-    size: 224,
-    mean: [0.485, 0.456, 0.406],
-    std: [0.229, 0.224, 0.225],
-};
-
-/// Loads a network by name with weights from a safetensors file.
+/// Loads a network by name with weights from a file: the registry's [`crate::models::Arch`]
+/// parses the name and loads the weights strictly (safetensors or a legacy `.th`; a file of
+/// another architecture or depth is an error naming the tensors that do not fit).
 ///
-/// Names: `resnet20`, `resnet32`, `resnet44`, `resnet56` (akamaster CIFAR ResNets; also the small
-/// `resnet8` and `resnet14` that `ood train` and `ood demo` build);
-/// `cifar_resnet18`, `cifar_resnet34` (OpenOOD `ResNet18_32x32` layout, CIFAR-10 normalisation);
-/// `wrn` (any WRN-d-k with the OE/OpenOOD tensor names, OE normalisation); `resnet18`, `resnet34`,
-/// `resnet50`, `resnet101` (torchvision layout, 224 px, ImageNet normalisation). Depth, width and
-/// class count are read from the file; the name must agree with the file's architecture family.
+/// Names: `resnet8` .. `resnet110` (He et al. CIFAR ResNets as akamaster released them),
+/// `cifar_resnet18`, `cifar_resnet34` (OpenOOD `ResNet18_32x32`, CIFAR-10 normalisation), `wrn`
+/// (any WRN-d-k with the OE/OpenOOD tensor names, OE normalisation), `resnet18`, `resnet34`,
+/// `resnet50`, `resnet101` (torchvision layout, 224 px, ImageNet normalisation).
 pub fn load_network(name: &str, weights: &Path, device: Device) -> Result<Box<dyn Network>> {
-    use crate::models::akamaster::CifarResNet;
-    use crate::models::{cifar_resnet, resnet, wrn};
-    let loaded = |model_name: &str, spec: InputSpec| (model_name.to_string(), spec);
-    Ok(match name {
-        "resnet8" | "resnet14" | "resnet20" | "resnet32" | "resnet44" | "resnet56" => {
-            let depth = name[6..].parse().expect("matched names end in a number");
-            Box::new(CifarResNet::load(depth, weights, device)?)
-        }
-        "cifar_resnet18" | "cifar_resnet34" => {
-            let model = cifar_resnet::CifarResNet::load_safetensors(weights, device)?;
-            let (name, spec) = loaded(name, CIFAR10_SPEC);
-            Box::new(Loaded {
-                name,
-                model,
-                spec,
-                device,
-            })
-        }
-        "wrn" => {
-            let model = wrn::WideResNet::load_safetensors(weights, device)?;
-            let (name, spec) = loaded(name, OE_WRN_SPEC);
-            Box::new(Loaded {
-                name,
-                model,
-                spec,
-                device,
-            })
-        }
-        "resnet18" | "resnet34" | "resnet50" | "resnet101" => {
-            let model = resnet::ResNet::load_safetensors(weights, device)?;
-            let (name, spec) = loaded(name, IMAGENET_SPEC);
-            Box::new(Loaded {
-                name,
-                model,
-                spec,
-                device,
-            })
-        }
-        other => {
-            return Err(Error::Config(format!(
-                "unknown model '{other}' (known: {})",
-                KNOWN_MODELS.join(", ")
-            )));
-        }
-    })
+    let arch = crate::models::Arch::parse(name)?;
+    Ok(Box::new(arch.load(weights, device)?))
 }
 
 /// Copies every variable of `vs` from a weights file with the same tensor names: the one
@@ -196,25 +69,6 @@ pub fn load_network(name: &str, weights: &Path, device: Device) -> Result<Box<dy
 pub fn load_safetensors(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
     let tensors = crate::models::common::read_weights(path)?;
     crate::models::common::load_strict(vs, &tensors, path)
-}
-
-/// Copies a linear layer into an [`ood_core::Head`].
-pub fn head_from_linear(linear: &nn::Linear) -> Result<ood_core::Head> {
-    let w = linear
-        .ws
-        .to_device(Device::Cpu)
-        .to_kind(Kind::Float)
-        .contiguous();
-    let size = w.size();
-    let (c, d) = (size[0] as usize, size[1] as usize);
-    let wv = Vec::<f32>::try_from(w.flatten(0, -1))?;
-    let bv: Vec<f32> = match &linear.bs {
-        Some(b) => Vec::<f32>::try_from(b.to_device(Device::Cpu).to_kind(Kind::Float))?,
-        None => vec![0.0; c],
-    };
-    let weight = ndarray::Array2::from_shape_vec((c, d), wv)
-        .map_err(|e| Error::Config(format!("head weight shape: {e}")))?;
-    Ok(ood_core::Head::new(weight, ndarray::Array1::from_vec(bv))?)
 }
 
 /// SHA-256 (hex) of a file, e.g. a weights file.

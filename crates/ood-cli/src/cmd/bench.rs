@@ -80,7 +80,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     )?;
     let fashion = DataSpec::Idx { images: need(fmnist).context("Fashion-MNIST comes from the Debian package dataset-fashion-mnist (scripts/setup installs it)")?, labels: None };
 
-    let device = crate::cmd::extract::parse_device(&a.device)?;
+    let device = ood_nn::device::parse_device(&a.device)?;
     let net = load_network(&a.model, &a.weights, device)?;
     let weights_sha = file_sha256(&a.weights)?;
     let spec = net.input_spec();

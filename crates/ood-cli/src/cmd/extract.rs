@@ -20,36 +20,12 @@ fn parse_size(what: &str, v: &str) -> Result<Option<u32>> {
     Ok(Some(n))
 }
 
-/// Parses `cpu`, `cuda` or `cuda:N`, checking that CUDA is there when asked for.
-pub fn parse_device(s: &str) -> Result<tch::Device> {
-    match s {
-        "cpu" => Ok(tch::Device::Cpu),
-        "cuda" | "gpu" => parse_device("cuda:0"),
-        _ => {
-            let Some(idx) = s.strip_prefix("cuda:") else {
-                bail!("--device must be cpu, cuda or cuda:N, got '{s}'");
-            };
-            let i: usize = idx.parse().with_context(|| format!("bad device '{s}'"))?;
-            if !tch::Cuda::is_available() {
-                bail!("--device {s}: CUDA is not available to libtorch on this machine");
-            }
-            if i >= tch::Cuda::device_count() as usize {
-                bail!(
-                    "--device {s}: only {} CUDA device(s)",
-                    tch::Cuda::device_count()
-                );
-            }
-            Ok(tch::Device::Cuda(i))
-        }
-    }
-}
-
 /// Runs `ood extract`.
 pub fn run(a: ExtractArgs) -> Result<()> {
     if let Some(t) = a.threads {
         tch::set_num_threads(t);
     }
-    let device = parse_device(&a.device)?;
+    let device = ood_nn::device::parse_device(&a.device)?;
     let data = DataSpec::parse(&a.data)?;
     let data_files = data.input_files();
     let mut ins = vec![("--weights", a.weights.as_path())];
