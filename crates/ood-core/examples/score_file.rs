@@ -38,9 +38,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .as_detector()
         .fit(&FitData::File(&fit), &head)?
         .score(&input)?;
-    ood_core::scores::write_npy(
-        Path::new(&a[4]),
-        scores.as_slice().expect("fresh array"),
-    )?;
+    ood_core::scores::write_npy(Path::new(&a[4]), scores.as_slice().expect("fresh array"))?;
     Ok(())
 }

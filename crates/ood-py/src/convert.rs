@@ -95,7 +95,7 @@ impl<'a> VecView<'a> {
     /// The float32 view, if the array is float32.
     pub fn as_f32(&self) -> Option<ArrayView1<'a, f32>> {
         match self {
-            VecView::F32(a) => Some(a.clone()),
+            VecView::F32(a) => Some(*a),
             VecView::F64(_) => None,
         }
     }

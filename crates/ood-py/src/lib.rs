@@ -7,14 +7,14 @@
 //! reimplements a metric or a detector: every number comes from `ood-core`.
 //!
 //! House rules of this crate:
-//! * the GIL is released around every computation ([`compute`]), which runs on the global rayon
+//! * the GIL is released around every computation (`compute`), which runs on the global rayon
 //!   pool or on a pool of `threads` workers;
-//! * a Rust panic never unwinds into the interpreter: [`compute`] catches it and raises
+//! * a Rust panic never unwinds into the interpreter: `compute` catches it and raises
 //!   `RuntimeError` (PyO3 would raise `PanicException`, a `BaseException`);
 //! * [`ood_core::Error`] becomes `ValueError` (bad input), `FileNotFoundError`/`OSError` (I/O) or
 //!   `RuntimeError` (linear algebra), with the core's message.
 //!
-//! Arrays arrive as borrowed NumPy views of any memory order ([`Mat`]); they are read in logical
+//! Arrays arrive as borrowed NumPy views of any memory order (`Mat`); they are read in logical
 //! (row-major) order, so a Fortran-ordered array is never read transposed. Score vectors for the
 //! metrics are used in place when contiguous; feature matrices are copied once into the owned
 //! row-major `f32` arrays that [`ood_core::Features`] holds.
