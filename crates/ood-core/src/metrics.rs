@@ -369,38 +369,46 @@ impl RankedScores {
     pub fn new_f64(id_scores: &[f64], ood_scores: &[f64]) -> Result<Self> {
         check_set_f64(id_scores, "id scores")?;
         check_set_f64(ood_scores, "ood scores")?;
-        // Sort each class on its own, then merge the two runs into tie blocks.
+        // Sort each class on its own (the two sorts in parallel), then merge the two sorted runs
+        // into tie blocks.
         let sorted = |s: &[f64]| {
             let mut k: Vec<u64> = s.iter().map(|&x| ordered_bits_f64(x)).collect();
-            if k.len() >= 1 << 16 {
-                k.par_sort_unstable();
-            } else {
-                k.sort_unstable();
-            }
+            k.sort_unstable();
             k
         };
-        let (id, ood) = (sorted(id_scores), sorted(ood_scores));
-        let mut values = Vec::new();
-        let mut id_counts = Vec::new();
-        let mut ood_counts = Vec::new();
+        let (id, ood) = rayon::join(|| sorted(id_scores), || sorted(ood_scores));
+        let (ni, no) = (id.len(), ood.len());
+        let mut values = Vec::with_capacity(ni + no);
+        let mut id_counts = Vec::with_capacity(ni + no);
+        let mut ood_counts = Vec::with_capacity(ni + no);
+        // Branch-light merge: the smaller head value opens the next block (a `min`, not a branch
+        // on which class it came from); runs of equal values are the rare, predictable case.
         let (mut i, mut j) = (0, 0);
-        while i < id.len() || j < ood.len() {
-            let v = match (id.get(i), ood.get(j)) {
-                (Some(&a), Some(&b)) => a.min(b),
-                (Some(&a), None) => a,
-                (None, Some(&b)) => b,
-                (None, None) => unreachable!("loop condition"),
-            };
-            let (i0, j0) = (i, j);
-            while i < id.len() && id[i] == v {
+        while i < ni && j < no {
+            let (x, y) = (id[i], ood[j]);
+            let v = x.min(y);
+            let (mut a, mut b) = ((x == v) as u64, (y == v) as u64);
+            i += a as usize;
+            j += b as usize;
+            while i < ni && id[i] == v {
                 i += 1;
+                a += 1;
             }
-            while j < ood.len() && ood[j] == v {
+            while j < no && ood[j] == v {
                 j += 1;
+                b += 1;
             }
             values.push(from_ordered_bits_f64(v) as f32);
-            id_counts.push((i - i0) as u64);
-            ood_counts.push((j - j0) as u64);
+            id_counts.push(a);
+            ood_counts.push(b);
+        }
+        for (rest, is_id) in [(&id[i..], true), (&ood[j..], false)] {
+            for run in rest.chunk_by(|p, q| p == q) {
+                values.push(from_ordered_bits_f64(run[0]) as f32);
+                let c = run.len() as u64;
+                id_counts.push(if is_id { c } else { 0 });
+                ood_counts.push(if is_id { 0 } else { c });
+            }
         }
         Ok(RankedScores {
             values,
