@@ -25,7 +25,7 @@ mod fitted;
 
 use convert::{Mat, Vec1, owned_f32, scores_f64};
 use ood_core::DetectorSpec;
-use ood_core::metrics::{Convention, evaluate as evaluate_f32, evaluate_f64};
+use ood_core::metrics::{Convention, evaluate_f64};
 use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -130,10 +130,12 @@ fn metrics<'py>(
     let threads = check_threads(threads)?;
     let (id, ood) = (id_scores.view(), ood_scores.view());
     let m = compute(py, threads, || {
+        // Both paths rank by exact f64 values (f32 widens exactly): the same blocks, the same
+        // metrics as the pooled f32 sort of `ood metrics`, and faster on large inputs.
         let r = match (id.as_f32(), ood.as_f32()) {
             (Some(a), Some(b)) => {
                 let (a, b) = (a.as_standard_layout(), b.as_standard_layout());
-                evaluate_f32(
+                evaluate_f64(
                     a.as_slice().expect("standard layout"),
                     b.as_slice().expect("standard layout"),
                     convention,
