@@ -122,11 +122,17 @@ def test_only_the_inputs_a_detector_reads(data):
                           oodkit.Detector("she").fit(data.fit, labels=data.labels, head=head).score(data.test))
 
 
-def test_threads_argument_gives_the_same_scores(data):
-    fitted = oodkit.Detector("knn", k=10).fit(data.fit, threads=1)
-    a = fitted.score(data.test, threads=1)
-    assert np.array_equal(a, fitted.score(data.test, threads=2))
-    assert np.array_equal(a, fitted.score(data.test))
+@pytest.mark.parametrize("name", ALL)
+def test_scores_do_not_depend_on_the_thread_count(name, files):
+    from conftest import make_data
+
+    d = make_data(seed=3, n_fit=3000, n_test=1000, d=96, c=12)
+    det = oodkit.Detector(name, **fit_kwargs(name, files)) if name != "neg_label" else \
+        oodkit.Detector(name, negatives=np.random.default_rng(0).normal(size=(300, 96)))
+    args = dict(labels=d.labels, head=(d.weight, d.bias))
+    a = det.fit(d.fit, threads=1, **args).score(d.test, threads=1)
+    assert np.array_equal(a, det.fit(d.fit, threads=2, **args).score(d.test, threads=2))
+    assert np.array_equal(a, det.fit(d.fit, **args).score(d.test))
 
 
 def test_gil_is_released_while_scoring():

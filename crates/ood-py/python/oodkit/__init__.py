@@ -341,8 +341,9 @@ class FittedDetector:
     """A fitted detector: :meth:`score` maps features to scores, higher = more in-distribution.
 
     Pickles (and deep-copies) by storing the detector with its fit inputs; unpickling fits again,
-    which is deterministic, so scores after a round trip are bit-for-bit the same. The pickle is
-    as large as the fit data.
+    which is deterministic (also across thread counts), so scores after a round trip are
+    bit-for-bit the same. The pickle is as large as the fit data, and the fitted detector keeps a
+    float32 copy of the fit data for it.
     """
 
     def __init__(self, detector: Detector, native: Any) -> None:
