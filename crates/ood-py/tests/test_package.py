@@ -43,3 +43,10 @@ def test_readme_python_example_runs_as_written(tmp_path, monkeypatch):
     block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     monkeypatch.chdir(tmp_path)
     exec(compile(block, "README.md", "exec"), {"__name__": "__readme__"})
+
+
+def test_docstring_examples():
+    import doctest
+
+    r = doctest.testmod(oodkit, optionflags=doctest.ELLIPSIS)
+    assert r.attempted > 0 and r.failed == 0

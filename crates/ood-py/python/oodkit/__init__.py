@@ -5,11 +5,11 @@ Python. Scores are always **higher = more in-distribution**.
 
 >>> import numpy as np, oodkit
 >>> rng = np.random.default_rng(0)
->>> train = rng.normal(size=(500, 16)).astype(np.float32)
+>>> train = rng.normal(3.0, 1.0, size=(500, 16))            # ID features
 >>> det = oodkit.Detector("knn", k=10).fit(train)
->>> s_id = det.score(rng.normal(size=(100, 16)))
->>> s_ood = det.score(rng.normal(3.0, 1.0, size=(100, 16)))
->>> round(oodkit.metrics(s_id, s_ood)["auroc"], 2)
+>>> s_id = det.score(rng.normal(3.0, 1.0, size=(100, 16)))   # more ID
+>>> s_ood = det.score(rng.normal(-3.0, 1.0, size=(100, 16))) # something else
+>>> oodkit.metrics(s_id, s_ood)["auroc"]
 1.0
 
 Arrays may be float32 or float64 NumPy arrays in any memory order, or anything NumPy can convert
