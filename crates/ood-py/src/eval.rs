@@ -268,6 +268,7 @@ pub fn evaluate(
                     features: true,
                     logits: true,
                     head: head.is_some(),
+                    classes: true,
                 };
                 if head.is_none() {
                     let (c, d) = (f.num_classes(), f.dim());

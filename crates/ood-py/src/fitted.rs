@@ -3,8 +3,9 @@
 //!
 //! Missing inputs a detector does not read are filled with zeros of the right shape (the core's
 //! [`Features`] always has features and logits, and [`Head`] is always present): no features for
-//! a logit-only detector gives `(n, 0)` features, no logits and no head gives zero logits, no head
-//! gives a zero head of the fit data's shape. A detector that reads an input that is missing is an
+//! a logit-only detector gives placeholder zero features, no logits and no head gives zero logits, no head
+//! gives a zero head of the fit data's shape. A missing dimension (no features and no head, no
+//! logits, head or labels) is a single placeholder column: the core rejects zero-width data. A detector that reads an input that is missing is an
 //! error naming the argument ([`ood_core::detectors::Needs`]).
 
 use crate::convert::{Mat, MatView, Vec1, VecView, owned_f32, vec_f32};
@@ -26,6 +27,8 @@ pub struct Given {
     pub logits: bool,
     /// The head.
     pub head: bool,
+    /// The class count (from logits, head or labels; else a placeholder of 1).
+    pub classes: bool,
 }
 
 /// Builds a head from a weight and an optional bias (zeros when absent).
@@ -102,9 +105,11 @@ pub fn fit_inputs(
         }
         (Some(x), _) => x.dim().1,
         (None, Some(h)) => h.dim(),
-        (None, None) => 0,
+        // No features and no head: a one-column placeholder (the core rejects zero-width data).
+        (None, None) => 1,
     };
     let given = Given {
+        classes: z.is_some() || head.is_some() || labels.is_some(),
         features: x.is_some(),
         logits: z.is_some(),
         head: head.is_some(),
@@ -126,11 +131,12 @@ pub fn fit_inputs(
             )));
         }
         (None, None) => {
-            // The class count is only a shape here; labels (for Mahalanobis, RMDS) set it.
+            // The class count is only a shape here; labels (for Mahalanobis, RMDS) set it, else
+            // one placeholder column.
             let c = labels
                 .as_ref()
                 .and_then(|l| l.iter().max())
-                .map_or(0, |&m| (m.max(-1) + 1) as usize);
+                .map_or(1, |&m| (m.max(0) + 1) as usize);
             Array2::zeros((n, c))
         }
     };
@@ -287,13 +293,21 @@ impl Fitted {
     /// Feature dimension `d` of the fit data (0 when fitted on logits only).
     #[getter]
     fn n_features(&self) -> usize {
-        self.head.dim()
+        if self.given.features || self.given.head {
+            self.head.dim()
+        } else {
+            0
+        }
     }
 
     /// Number of classes `c` (logit columns) of the fit data.
     #[getter]
     fn n_classes(&self) -> usize {
-        self.head.num_classes()
+        if self.given.classes {
+            self.head.num_classes()
+        } else {
+            0
+        }
     }
 
     /// Number of fit samples.
