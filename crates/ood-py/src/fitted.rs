@@ -71,13 +71,10 @@ pub fn fit_inputs(
     head: Option<Head>,
 ) -> PyResult<(Features, Head, Given)> {
     let n = rows(p, x, z)?;
-    if let Some(l) = &labels {
-        if l.len() != n {
-            return Err(value_err(format!(
-                "{p}labels: {} labels for {n} samples",
-                l.len()
-            )));
-        }
+    if let Some(len) = labels.as_ref().map(Vec::len).filter(|&len| len != n) {
+        return Err(value_err(format!(
+            "{p}labels: {len} labels for {n} samples"
+        )));
     }
     if needs.features && x.is_none() {
         return Err(value_err(format!(
@@ -175,13 +172,10 @@ pub fn score_inputs(
             "{p}features: {who} needs the penultimate features"
         )));
     }
-    if let Some(x) = x {
-        if x.dim().1 != d {
-            return Err(value_err(format!(
-                "{p}features: {} columns, but the detector was fitted on {d}",
-                x.dim().1
-            )));
-        }
+    if let Some(cols) = x.map(|x| x.dim().1).filter(|&cols| cols != d) {
+        return Err(value_err(format!(
+            "{p}features: {cols} columns, but the detector was fitted on {d}"
+        )));
     }
     let emb = x.map(owned_f32).unwrap_or_else(|| Array2::zeros((n, d)));
     let logits = match z {
