@@ -21,9 +21,8 @@
 
 use crate::error::{Error, Result};
 use crate::models::common::{self, ConvInit};
-use std::path::Path;
+use tch::Tensor;
 use tch::nn;
-use tch::{Device, Tensor};
 
 /// ImageNet channel means used by the akamaster training script.
 pub const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -123,23 +122,6 @@ impl HeResNet {
             blocks,
             linear,
         })
-    }
-
-    /// Loads a network from a weights file (names as in the module doc); the depth is read from
-    /// the number of blocks in `layer1`, the number of classes from `linear.weight`. Frozen.
-    pub fn load_safetensors(path: impl AsRef<Path>, device: Device) -> Result<Self> {
-        let path = path.as_ref();
-        let tensors = common::read_weights(path)?;
-        let depth = 6 * common::count_blocks(&tensors, "layer1.") + 2;
-        let classes = common::shape_of(&tensors, "linear.weight", path)?[0];
-        let mut vs = nn::VarStore::new(device);
-        let model = Self::new(&vs.root(), classes, depth).map_err(|e| Error::Weights {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        common::load_strict(&mut vs, &tensors, path)?;
-        vs.freeze();
-        Ok(model)
     }
 
     /// Network depth (20, 32, 44, 56, ...).

@@ -2,11 +2,12 @@
 //! them.
 //!
 //! Every architecture file has the same inherent API: `new(vs, num_classes, variant..)` builds it
-//! with fresh weights and its reference code's PyTorch initialisation, `load_safetensors(path,
-//! device)` builds it from a weights file (variant read from the tensor names and shapes, every
-//! tensor checked by [`common::load_strict`]), `forward_t(x, train)` returns
-//! `(features, logits)`, and `head()` copies the final linear layer out as an
-//! [`ood_core::Head`]. [`Arch`] names them for the command line, holds the one copy of each input
+//! with fresh weights and its reference code's PyTorch initialisation, `forward_t(x, train)`
+//! returns `(features, logits)`, and `head()` copies the final linear layer out as an
+//! [`ood_core::Head`]. The families whose variant a weights file reveals (OpenOOD's 32x32
+//! ResNets, torchvision ResNets, WRN) also have `load_safetensors(path, device)`, which reads it
+//! from the tensor names and shapes; the He et al. ResNets load through [`Arch::load`], whose
+//! name fixes the depth. Every load checks every tensor with [`common::load_strict`]. [`Arch`] names them for the command line, holds the one copy of each input
 //! convention, and builds ([`Arch::build`], for training) or loads ([`Arch::load`], for
 //! inference) a [`Net`]: the model with its variables, which is a [`Network`].
 
