@@ -399,14 +399,47 @@ pub struct TorchScriptArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub input_size: Option<u32>,
     /// Normalisation mean per channel after x/255.
-    #[arg(long, value_name = "R,G,B")]
-    pub mean: Option<String>,
+    #[arg(long, value_name = "R,G,B", value_parser = triple)]
+    pub mean: Option<[f32; 3]>,
     /// Normalisation standard deviation per channel after x/255.
-    #[arg(long, value_name = "R,G,B")]
-    pub std: Option<String>,
+    #[arg(long, value_name = "R,G,B", value_parser = triple)]
+    pub std: Option<[f32; 3]>,
     /// Resize filter (Pillow's, bit-exact).
-    #[arg(long, value_parser = ["bilinear", "bicubic"])]
-    pub interpolation: Option<String>,
+    #[arg(long, value_parser = interpolation)]
+    pub interpolation: Option<ood_nn::data::Interpolation>,
+}
+
+impl TorchScriptArgs {
+    /// The library's options.
+    pub fn options(&self) -> ood_nn::models::torchscript::TorchScriptOptions {
+        ood_nn::models::torchscript::TorchScriptOptions {
+            head_weight: self.head_weight.clone(),
+            head_bias: self.head_bias.clone(),
+            input_size: self.input_size,
+            interpolation: self.interpolation,
+            mean: self.mean,
+            std: self.std,
+        }
+    }
+}
+
+/// Parses `a,b,c` into three finite numbers.
+fn triple(s: &str) -> Result<[f32; 3], String> {
+    let v: Vec<f32> = s
+        .split(',')
+        .map(|x| x.trim().parse::<f32>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("expected three numbers a,b,c, got '{s}'"))?;
+    match <[f32; 3]>::try_from(v) {
+        Ok(t) if t.iter().all(|x| x.is_finite()) => Ok(t),
+        _ => Err(format!("expected three finite numbers a,b,c, got '{s}'")),
+    }
+}
+
+/// Parses a resize filter name.
+fn interpolation(s: &str) -> Result<ood_nn::data::Interpolation, String> {
+    ood_nn::data::Interpolation::parse(s)
+        .ok_or_else(|| format!("expected bilinear or bicubic, got '{s}'"))
 }
 
 /// The data-spec part of `ood extract --help`.

@@ -283,7 +283,10 @@ fn torchscript_flags_dicts_and_contract_errors() {
         &["0000.jpg", "not a TorchScript file"],
     );
     assert_fails(&run(&dir.join("missing.pt"), &[]), &["missing.pt"]);
-    assert_fails(&run(&plain, &["--mean", "1,2"]), &["--mean must be three"]);
+    assert_fails(
+        &run(&plain, &["--mean", "1,2"]),
+        &["--mean <R,G,B>", "three finite numbers"],
+    );
     // --weights belongs to the built-in models; the TorchScript flags to TorchScript files.
     assert_fails(
         &run(&plain, &["--weights", &plain_s]),

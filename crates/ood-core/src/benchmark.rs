@@ -10,8 +10,8 @@
 //! strict `>` (ties keep the earliest candidate), and a grid whose candidates all produce identical
 //! scores is flagged, because such a search does nothing.
 
-use crate::detector::{Scorer, check_scores};
-use crate::detectors::{DetectorSpec, Knn};
+use crate::detector::Scorer;
+use crate::detectors::DetectorSpec;
 use crate::error::{Error, Result};
 use crate::features::{Features, FitData, Head};
 use crate::metrics::{self, Convention, Metrics};
@@ -265,82 +265,6 @@ pub struct SweepOutcome {
     pub no_effect: bool,
 }
 
-/// Scores of one candidate on ID-val and OOD-val.
-type ValScores = Result<(Array1<f32>, Array1<f32>)>;
-
-/// Validation scores of a KNN `k`-grid from one bank and one search per set: the k-th distances
-/// for every `k` come out of a single top-`max k` pass (`KnnScorer::kth_distances`), so the
-/// whole grid costs what its largest `k` costs. Identical to fitting each candidate (the same
-/// distances, the same order statistics). `None` when `grid` is not a KNN grid sharing one
-/// bank (same `alpha` and `seed`).
-fn knn_sweep_scores(
-    grid: &[DetectorSpec],
-    input: &BenchmarkInput<'_>,
-    val_id: &Features,
-    val_ood: &Features,
-) -> Option<Vec<ValScores>> {
-    let knns: Vec<&Knn> = grid
-        .iter()
-        .map(|c| match c {
-            DetectorSpec::Knn(k) => Some(k),
-            _ => None,
-        })
-        .collect::<Option<_>>()?;
-    let first = *knns.first()?;
-    if knns
-        .iter()
-        .any(|k| k.alpha != first.alpha || k.seed != first.seed || k.k == 0)
-    {
-        return None;
-    }
-    let smallest = knns.iter().map(|k| k.k).min()?;
-    let scorer = match (Knn {
-        k: smallest,
-        ..first.clone()
-    })
-    .fit_knn(&input.fit, input.head)
-    {
-        Ok(s) => s,
-        // Every candidate fails the same way (or worse): let the per-candidate path report it.
-        Err(_) => return None,
-    };
-    let bank = scorer.bank_len();
-    let ks: Vec<usize> = knns.iter().map(|k| k.k).filter(|&k| k <= bank).collect();
-    let id = scorer.kth_distances(val_id, &ks);
-    let ood = scorer.kth_distances(val_ood, &ks);
-    let (id, ood) = match (id, ood) {
-        (Ok(i), Ok(o)) => (i, o),
-        (Err(e), _) | (_, Err(e)) => {
-            let msg = e.to_string();
-            return Some(
-                knns.iter()
-                    .map(|_| Err(Error::InvalidParameter(msg.clone())))
-                    .collect(),
-            );
-        }
-    };
-    let mut col = 0;
-    Some(
-        knns.iter()
-            .map(|k| {
-                if k.k > bank {
-                    return Err(Error::TooFewSamples {
-                        what: format!("knn bank (k = {}, alpha = {})", k.k, k.alpha),
-                        need: k.k,
-                        got: bank,
-                    });
-                }
-                let j = col;
-                col += 1;
-                Ok((
-                    check_scores("knn", id.column(j).mapv(|v| -v))?,
-                    check_scores("knn", ood.column(j).mapv(|v| -v))?,
-                ))
-            })
-            .collect(),
-    )
-}
-
 /// OpenOOD's APS for one detector: fit every candidate, score ID-val and OOD-val, choose the
 /// highest AUROC with a strict `>` (ties keep the first). Candidates that fail to fit (e.g. a ViM
 /// dimension larger than the features) are recorded and skipped.
@@ -363,7 +287,11 @@ pub fn sweep(
     let mut first_scores: Option<(Array1<f32>, Array1<f32>)> = None;
     let mut all_same = true;
     let mut scored = 0;
-    let results = match knn_sweep_scores(&grid, input, val_id, val_ood) {
+    let fit = match (spec.fits_on_val(), input.fit_val) {
+        (true, Some(val)) => val,
+        _ => input.fit,
+    };
+    let results = match DetectorSpec::grid_val_scores(&grid, &fit, input.head, val_id, val_ood) {
         Some(r) => r,
         None => grid
             .iter()

@@ -281,6 +281,41 @@ fn check_set(scores: &[f32], what: &str) -> Result<()> {
     Ok(())
 }
 
+/// [`ordered_bits`] for `f64`.
+fn ordered_bits_f64(x: f64) -> u64 {
+    let b = (x + 0.0).to_bits();
+    if b & (1 << 63) != 0 {
+        !b
+    } else {
+        b | (1 << 63)
+    }
+}
+
+/// Inverse of [`ordered_bits_f64`].
+fn from_ordered_bits_f64(k: u64) -> f64 {
+    if k & (1 << 63) != 0 {
+        f64::from_bits(k & !(1 << 63))
+    } else {
+        f64::from_bits(!k)
+    }
+}
+
+fn check_set_f64<T: Copy + Into<f64>>(scores: &[T], what: &str) -> Result<()> {
+    if scores.is_empty() {
+        return Err(Error::TooFewSamples {
+            what: what.into(),
+            need: 1,
+            got: 0,
+        });
+    }
+    if let Some(i) = scores.iter().position(|&s| !s.into().is_finite()) {
+        return Err(Error::NonFinite {
+            what: format!("{what} (index {i}: {})", scores[i].into()),
+        });
+    }
+    Ok(())
+}
+
 impl RankedScores {
     /// Validates, sorts and groups the scores. Errors on an empty set or a non-finite score.
     pub fn new(id_scores: &[f32], ood_scores: &[f32]) -> Result<Self> {
@@ -317,6 +352,65 @@ impl RankedScores {
             values.push(from_ordered_bits(v as u32));
             id_counts.push(a);
             ood_counts.push(b);
+        }
+        Ok(RankedScores {
+            values,
+            id_counts,
+            ood_counts,
+            n_id: id_scores.len() as u64,
+            n_ood: ood_scores.len() as u64,
+        })
+    }
+
+    /// As [`RankedScores::new`] for `f64` scores, ranked and tied in `f64` (two scores that
+    /// differ only beyond `f32` precision stay distinct, as in scikit-learn). Every metric is the
+    /// same function of the tie blocks; only [`RankedScores::roc_curve`]'s thresholds are rounded
+    /// to `f32`. Also takes `f32` scores (widened exactly, so the blocks and every metric equal
+    /// [`RankedScores::new`]'s): the two classes are sorted separately, in parallel, and merged,
+    /// which is faster than one pooled sort on large inputs.
+    pub fn new_f64<T: Copy + Into<f64> + Sync>(id_scores: &[T], ood_scores: &[T]) -> Result<Self> {
+        check_set_f64(id_scores, "id scores")?;
+        check_set_f64(ood_scores, "ood scores")?;
+        // Sort each class on its own (the two sorts in parallel), then merge the two sorted runs
+        // into tie blocks.
+        let sorted = |s: &[T]| {
+            let mut k: Vec<u64> = s.iter().map(|&x| ordered_bits_f64(x.into())).collect();
+            k.sort_unstable();
+            k
+        };
+        let (id, ood) = rayon::join(|| sorted(id_scores), || sorted(ood_scores));
+        let (ni, no) = (id.len(), ood.len());
+        let mut values = Vec::with_capacity(ni + no);
+        let mut id_counts = Vec::with_capacity(ni + no);
+        let mut ood_counts = Vec::with_capacity(ni + no);
+        // Branch-light merge: the smaller head value opens the next block (a `min`, not a branch
+        // on which class it came from); runs of equal values are the rare, predictable case.
+        let (mut i, mut j) = (0, 0);
+        while i < ni && j < no {
+            let (x, y) = (id[i], ood[j]);
+            let v = x.min(y);
+            let (mut a, mut b) = ((x == v) as u64, (y == v) as u64);
+            i += a as usize;
+            j += b as usize;
+            while i < ni && id[i] == v {
+                i += 1;
+                a += 1;
+            }
+            while j < no && ood[j] == v {
+                j += 1;
+                b += 1;
+            }
+            values.push(from_ordered_bits_f64(v) as f32);
+            id_counts.push(a);
+            ood_counts.push(b);
+        }
+        for (rest, is_id) in [(&id[i..], true), (&ood[j..], false)] {
+            for run in rest.chunk_by(|p, q| p == q) {
+                values.push(from_ordered_bits_f64(run[0]) as f32);
+                let c = run.len() as u64;
+                id_counts.push(if is_id { c } else { 0 });
+                ood_counts.push(if is_id { 0 } else { c });
+            }
         }
         Ok(RankedScores {
             values,
@@ -670,6 +764,15 @@ pub fn evaluate(id_scores: &[f32], ood_scores: &[f32], convention: Convention) -
     Ok(RankedScores::new(id_scores, ood_scores)?.metrics(convention))
 }
 
+/// [`evaluate`] for `f64` (or `f32`) scores, ranked in `f64` (see [`RankedScores::new_f64`]).
+pub fn evaluate_f64<T: Copy + Into<f64> + Sync>(
+    id_scores: &[T],
+    ood_scores: &[T],
+    convention: Convention,
+) -> Result<Metrics> {
+    Ok(RankedScores::new_f64(id_scores, ood_scores)?.metrics(convention))
+}
+
 /// Tie-aware Mann–Whitney AUROC: the probability that an ID score beats an OOD score, ties ½.
 pub fn auroc(id: &[f32], ood: &[f32]) -> Result<f64> {
     Ok(RankedScores::new(id, ood)?.auroc())
@@ -766,5 +869,62 @@ mod tests {
         let d = roc_curve(&id, &id).unwrap().thinned(1000);
         assert_eq!(d.len(), 2);
         assert_eq!(d.area(), 0.5);
+    }
+
+    #[test]
+    fn f64_ranking_matches_f32_and_keeps_f64_ties_apart() {
+        // Heavily tied values exactly representable in f32: both paths give the same metrics.
+        let id: Vec<f32> = (0..200)
+            .map(|i| ((i * 7) % 13) as f32 * 0.5 - 2.0)
+            .collect();
+        let ood: Vec<f32> = (0..150)
+            .map(|i| ((i * 5) % 11) as f32 * 0.5 - 3.0)
+            .collect();
+        let id64: Vec<f64> = id.iter().map(|&v| v as f64).collect();
+        let ood64: Vec<f64> = ood.iter().map(|&v| v as f64).collect();
+        for c in Convention::ALL {
+            assert_eq!(
+                evaluate(&id, &ood, c).unwrap(),
+                evaluate_f64(&id64, &ood64, c).unwrap()
+            );
+            assert_eq!(
+                evaluate(&id, &ood, c).unwrap(),
+                evaluate_f64(&id, &ood, c).unwrap()
+            );
+        }
+        // Random f32 scores with occasional ties: the split sort equals the pooled one.
+        let mut x = 12345u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ((x >> 40) % 5000) as f32 / 97.0
+        };
+        let id: Vec<f32> = (0..3000).map(|_| next() + 3.0).collect();
+        let ood: Vec<f32> = (0..2000).map(|_| next()).collect();
+        for c in Convention::ALL {
+            assert_eq!(
+                evaluate(&id, &ood, c).unwrap(),
+                evaluate_f64(&id, &ood, c).unwrap()
+            );
+        }
+        assert_eq!(
+            roc_curve(&id, &ood).unwrap(),
+            RankedScores::new_f64(&id, &ood).unwrap().roc_curve()
+        );
+        // 1 + 1e-12 and 1 are one f32 value but two f64 values.
+        let a = 1.0 + 1e-12;
+        assert_eq!(auroc(&[a as f32], &[1.0]).unwrap(), 0.5);
+        let m = evaluate_f64(&[a], &[1.0f64], Convention::Openood).unwrap();
+        assert_eq!(m.auroc, 1.0);
+        assert_eq!(RankedScores::new_f64(&[-0.0], &[0.0]).unwrap().auroc(), 0.5);
+        assert!(matches!(
+            evaluate_f64(&[1.0f64], &[f64::NAN], Convention::Openood),
+            Err(Error::NonFinite { .. })
+        ));
+        assert!(matches!(
+            evaluate_f64::<f64>(&[], &[1.0], Convention::Openood),
+            Err(Error::TooFewSamples { .. })
+        ));
     }
 }

@@ -6,7 +6,7 @@
 //! `. scripts/env && cargo run --release -p ood-nn --example extract_bench -- [N] [BATCH] [THREADS]`
 
 use ood_nn::data::{DataSpec, OnError, Preprocess};
-use ood_nn::models::akamaster::{CifarResNet, MEAN, STD};
+use ood_nn::models::he_resnet::{MEAN, STD};
 use ood_nn::network::{ExtractOptions, Network, extract};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -38,8 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let models = root.join("models/akamaster-resnet-cifar10");
     for (depth, file) in [(20, "resnet20-12fca82f"), (56, "resnet56-4bfd9763")] {
-        let net = CifarResNet::load(
-            depth,
+        let net = ood_nn::models::Arch::He(depth).load(
             &models.join(format!("{file}.safetensors")),
             tch::Device::Cpu,
         )?;

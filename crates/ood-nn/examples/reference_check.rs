@@ -9,7 +9,7 @@
 //! minutes on 2 idle cores (4 min per 10,000 images on the loaded 2-core build machine). Exits non-zero when a number is off by more than 0.01.
 
 use ood_nn::data::{DataSpec, OnError, Preprocess};
-use ood_nn::models::akamaster::{CifarResNet, MEAN, STD};
+use ood_nn::models::he_resnet::{MEAN, STD};
 use ood_nn::network::{ExtractOptions, extract_cached, file_sha256};
 use std::path::PathBuf;
 
@@ -65,7 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tch::set_num_threads(2);
     let d = root.join("data");
     let weights = root.join("models/akamaster-resnet-cifar10/resnet20-12fca82f.safetensors");
-    let net = CifarResNet::load(20, &weights, tch::Device::Cpu)?;
+    let net = ood_nn::models::Arch::He(20).load(&weights, tch::Device::Cpu)?;
     let weights_sha = file_sha256(&weights)?;
     let cache = std::env::var_os("OOD_REF_CACHE")
         .map(PathBuf::from)

@@ -12,10 +12,9 @@
 //! ```
 //! Prints one JSON line.
 
-use ood_nn::models::{akamaster, cifar_resnet};
+use ood_nn::Network;
 use ood_nn::train::{Augment, Precision, TrainConfig, TrainData, train};
-use ood_nn::{Forward, Network};
-use tch::{Device, Kind, Tensor, nn};
+use tch::{Device, Kind, Tensor};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // As the `ood` binary does (ood_nn::malloc); `--no-malloc-tuning` keeps glibc's defaults.
@@ -72,23 +71,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..TrainConfig::default()
     };
     let data = TrainData::new(&images, &labels);
-    let logs = match model.as_str() {
-        "resnet20" => {
-            let net = akamaster::CifarResNet::new(20, 10, device)?;
-            let fwd = |x: &Tensor, t: bool| net.forward_t(x, t);
-            train(net.var_store(), &fwd, &data, &cfg, None, false, &mut |_| {})?
-        }
-        "cifar_resnet18" => {
-            let vs = nn::VarStore::new(device);
-            let net = cifar_resnet::CifarResNet::resnet18(&vs.root(), 10);
-            let fwd = |x: &Tensor, t: bool| {
-                let (features, logits) = net.forward_t(x, t);
-                Forward { features, logits }
-            };
-            train(&vs, &fwd, &data, &cfg, None, false, &mut |_| {})?
-        }
-        m => return Err(format!("--model {m}: resnet20 or cifar_resnet18").into()),
-    };
+    if !matches!(model.as_str(), "resnet20" | "cifar_resnet18") {
+        return Err(format!("--model {model}: resnet20 or cifar_resnet18").into());
+    }
+    let net = ood_nn::models::Arch::parse(&model)?.build(10, device)?;
+    let fwd = |x: &Tensor, t: bool| net.forward_t(x, t);
+    let logs = train(net.var_store(), &fwd, &data, &cfg, None, false, &mut |_| {})?;
     let last = logs.last().expect("two epochs");
     println!(
         "{}",

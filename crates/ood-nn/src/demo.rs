@@ -23,7 +23,6 @@ use crate::data::preprocess::{
 };
 use crate::data::{DataSpec, Pixels};
 use crate::error::{Error, Result};
-use crate::models::akamaster::CifarResNet;
 use crate::network::Network;
 use crate::train::{EpochLog, Step, TrainConfig, TrainData};
 use image::RgbImage;
@@ -35,7 +34,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 /// The Fashion-MNIST class names in label order.
 pub const FMNIST_CLASSES: [&str; 10] = [
@@ -653,50 +652,48 @@ fn to_tensor(set: &ImageSet, mean: [f32; 3], std: [f32; 3]) -> Tensor {
     normalized_tensor(&set.pixels, set.side, mean, std)
 }
 
+/// Extracts one in-memory set through the one extraction loop ([`crate::network::extract`]),
+/// with the demo's normalisation and no resizing (the sets are already `side x side`).
 fn extract_set(
-    net: &CifarResNet,
+    net: &crate::models::Net,
     set: &ImageSet,
     norm: ([f32; 3], [f32; 3]),
     batch: usize,
     progress: &mut dyn FnMut(&Event<'_>),
 ) -> Result<Features> {
-    let x = to_tensor(set, norm.0, norm.1);
+    let side = set.side as u32;
+    let per = set.side * set.side * 3;
+    let pixels = std::sync::Arc::new(set.pixels.clone());
+    let labels = set.labels.clone();
+    let name = set.name.clone();
     let n = set.len();
-    let (mut feats, mut logits) = (Vec::new(), Vec::new());
-    let (mut d, mut c) = (0, 0);
-    let mut lo = 0;
-    while lo < n {
-        let hi = (lo + batch.max(1)).min(n);
-        let out = tch::no_grad(|| net.forward_t(&x.narrow(0, lo as i64, (hi - lo) as i64), false));
-        let f = out.features.to_kind(Kind::Float).contiguous();
-        let l = out.logits.to_kind(Kind::Float).contiguous();
-        d = f.size()[1] as usize;
-        c = l.size()[1] as usize;
-        feats.extend(Vec::<f32>::try_from(f.flatten(0, -1))?);
-        logits.extend(Vec::<f32>::try_from(l.flatten(0, -1))?);
-        lo = hi;
+    let samples: crate::data::SampleIter = Box::new((0..n).map(move |i| {
+        let img = RgbImage::from_raw(side, side, pixels[i * per..(i + 1) * per].to_vec())
+            .expect("side x side x 3 bytes");
+        Ok(crate::data::RawSample {
+            name: format!("{name}#{i}"),
+            label: labels.as_ref().map_or(-1, |l| l[i]),
+            pixels: Pixels::Rgb(img),
+        })
+    }));
+    let opts = crate::network::ExtractOptions {
+        batch_size: batch.max(1),
+        preprocess: crate::data::Preprocess::normalize_only(norm.0, norm.1),
+        on_error: crate::data::OnError::Fail,
+    };
+    let ex = crate::network::extract(net, samples, &opts, &mut |done| {
         progress(&Event::Extract {
             name: &set.name,
-            done: hi,
+            done,
             total: n,
-        });
+        })
+    })?;
+    let mut f = ex.features;
+    if set.labels.is_none() {
+        f.labels = None;
     }
-    let emb = ndarray::Array2::from_shape_vec((n, d), feats)
-        .map_err(|e| Error::Config(format!("feature shape: {e}")))?;
-    let lg = ndarray::Array2::from_shape_vec((n, c), logits)
-        .map_err(|e| Error::Config(format!("logit shape: {e}")))?;
-    let mut f = Features::new(emb, lg, set.labels.clone())?;
-    f.metadata.insert("model".into(), net.name());
-    f.metadata.insert("layer".into(), "penultimate".into());
     f.metadata.insert("dataset".into(), set.name.clone());
     f.metadata.insert("source".into(), set.source.clone());
-    f.metadata.insert(
-        "preprocessing".into(),
-        format!(
-            "rgb {0}x{0} > x/255 > normalize(mean={1:?}, std={2:?})",
-            set.side, norm.0, norm.1
-        ),
-    );
     Ok(f)
 }
 
@@ -725,7 +722,7 @@ pub fn run(
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     tch::manual_seed(opts.train.seed as i64);
-    let mut net = CifarResNet::new(opts.depth, classes, Device::Cpu)?;
+    let mut net = crate::models::Arch::He(opts.depth).build(classes, Device::Cpu)?;
     let norm = channel_stats(&data.train.pixels);
     let images = to_tensor(&data.train, norm.0, norm.1);
     let labels = Tensor::from_slice(data.train.labels.as_ref().expect("labelled training set"));

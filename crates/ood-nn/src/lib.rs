@@ -11,6 +11,7 @@ pub mod autocast;
 pub mod clip;
 pub mod data;
 pub mod demo;
+pub mod device;
 pub mod error;
 pub mod jigsaw;
 mod layers;

@@ -1,8 +1,9 @@
 //! The [`Network`] trait that every image model implements, weight loading from safetensors,
 //! and feature [`extract`]ion into [`ood_core::Features`] (with a content-addressed cache).
 
-use crate::data::{DataSpec, OnError, Preprocess, SampleIter};
+use crate::data::{DataSpec, Interpolation, OnError, Preprocess, SampleIter};
 use crate::error::{Error, Result};
+use crate::models::torchscript::{self, TorchScriptOptions};
 use ood_core::Features;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
@@ -19,15 +20,59 @@ pub struct Forward {
     pub logits: Tensor,
 }
 
-/// What a network expects as input.
+/// What a network expects as input: the one copy of its preprocessing convention.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct InputSpec {
     /// Square input size in pixels (32 for CIFAR models, 224 for ImageNet models).
     pub size: u32,
+    /// Shorter side of an image before the centre crop to `size` (torchvision's `Resize(256)` for
+    /// 224-px ImageNet models; `size` itself for 32-px CIFAR models).
+    pub resize: u32,
+    /// The filter of that resize.
+    pub interpolation: Interpolation,
     /// Channel means after `x/255`.
     pub mean: [f32; 3],
     /// Channel standard deviations after `x/255`.
     pub std: [f32; 3],
+}
+
+impl InputSpec {
+    /// A spec with the usual resize for `size`: `size` itself up to 64 px, `size · 8/7` above
+    /// (256 for 224), bilinear.
+    pub const fn new(size: u32, mean: [f32; 3], std: [f32; 3]) -> Self {
+        InputSpec {
+            size,
+            resize: default_resize(size),
+            interpolation: Interpolation::Bilinear,
+            mean,
+            std,
+        }
+    }
+
+    /// The test-time preprocessing of this network for one kind of data: photographs
+    /// (folders, archives, CIFAR batches, image lists) are resized to [`InputSpec::resize`] and
+    /// centre-cropped to [`InputSpec::size`]; 28-px grayscale idx digits keep their size and are
+    /// zero-padded to it (OpenOOD's MNIST-as-OOD convention for 32-px models).
+    pub fn preprocess(&self, data: &DataSpec) -> Preprocess {
+        let idx = matches!(data, DataSpec::Idx { .. });
+        Preprocess {
+            resize: (!idx).then_some(self.resize),
+            interpolation: self.interpolation,
+            crop: (!idx).then_some(self.size),
+            pad: if idx {
+                self.size.saturating_sub(28) / 2
+            } else {
+                0
+            },
+            mean: self.mean,
+            std: self.std,
+        }
+    }
+}
+
+/// The input size itself up to 64 px, `size · 8/7` above (torchvision's 256 for 224).
+pub const fn default_resize(size: u32) -> u32 {
+    if size > 64 { size * 8 / 7 } else { size }
 }
 
 /// An image classifier that exposes its penultimate features and its linear head.
@@ -45,156 +90,68 @@ pub trait Network: Send {
     fn device(&self) -> Device;
 }
 
-/// Model names [`load_network`] knows.
-pub const KNOWN_MODELS: &[&str] = &[
-    "resnet8",
-    "resnet14",
-    "resnet20",
-    "resnet32",
-    "resnet44",
-    "resnet56",
-    "cifar_resnet18",
-    "cifar_resnet34",
-    "wrn",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-];
+/// Model names [`load_network`] knows (the registry's, [`crate::models::KNOWN_MODELS`]).
+pub use crate::models::KNOWN_MODELS;
 
-/// The inherent API shared by the architectures of [`crate::models`].
-trait Architecture: Send {
-    fn features_and_logits(&self, x: &Tensor, train: bool) -> (Tensor, Tensor);
-    fn linear_head(&self) -> Result<ood_core::Head>;
-}
-
-macro_rules! architecture {
-    ($($t:ty),*) => {$(
-        impl Architecture for $t {
-            fn features_and_logits(&self, x: &Tensor, train: bool) -> (Tensor, Tensor) {
-                self.forward_t(x, train)
-            }
-            fn linear_head(&self) -> Result<ood_core::Head> {
-                self.head()
-            }
-        }
-    )*};
-}
-architecture!(
-    crate::models::cifar_resnet::CifarResNet,
-    crate::models::wrn::WideResNet,
-    crate::models::resnet::ResNet
-);
-
-/// A loaded architecture with its name, input convention and device.
-struct Loaded<M> {
-    name: String,
-    model: M,
-    spec: InputSpec,
-    device: Device,
-}
-
-impl<M: Architecture> Network for Loaded<M> {
-    fn name(&self) -> String {
-        self.name.clone()
-    }
-    fn forward_t(&self, images: &Tensor, train: bool) -> Forward {
-        let (features, logits) = self.model.features_and_logits(images, train);
-        Forward { features, logits }
-    }
-    fn head(&self) -> Result<ood_core::Head> {
-        self.model.linear_head()
-    }
-    fn input_spec(&self) -> InputSpec {
-        self.spec
-    }
-    fn device(&self) -> Device {
-        self.device
-    }
-}
-
-/// OpenOOD's CIFAR-10 normalisation.
-const CIFAR10_SPEC: InputSpec = InputSpec {
-    size: 32,
-    mean: [0.4914, 0.4822, 0.4465],
-    std: [0.2470, 0.2435, 0.2616],
-};
-/// The Outlier Exposure WRN normalisation.
-const OE_WRN_SPEC: InputSpec = InputSpec {
-    size: 32,
-    mean: [125.3 / 255.0, 123.0 / 255.0, 113.9 / 255.0],
-    std: [63.0 / 255.0, 62.1 / 255.0, 66.7 / 255.0],
-};
-/// ImageNet normalisation at 224 px.
-const IMAGENET_SPEC: InputSpec = InputSpec {
-    size: 224,
-    mean: [0.485, 0.456, 0.406],
-    std: [0.229, 0.224, 0.225],
-};
-
-/// Loads a network by name with weights from a safetensors file.
+/// Loads a network by name with weights from a file: the registry's [`crate::models::Arch`]
+/// parses the name and loads the weights strictly (safetensors or a legacy `.th`; a file of
+/// another architecture or depth is an error naming the tensors that do not fit).
 ///
-/// Names: `resnet20`, `resnet32`, `resnet44`, `resnet56` (akamaster CIFAR ResNets; also the small
-/// `resnet8` and `resnet14` that `ood train` and `ood demo` build);
-/// `cifar_resnet18`, `cifar_resnet34` (OpenOOD `ResNet18_32x32` layout, CIFAR-10 normalisation);
-/// `wrn` (any WRN-d-k with the OE/OpenOOD tensor names, OE normalisation); `resnet18`, `resnet34`,
-/// `resnet50`, `resnet101` (torchvision layout, 224 px, ImageNet normalisation). Depth, width and
-/// class count are read from the file; the name must agree with the file's architecture family.
-/// `torchscript:FILE.pt` loads a TorchScript file with its own configuration
-/// ([`crate::models::torchscript`]; `weights` is not read).
+/// Names: `resnet8` .. `resnet110` (He et al. CIFAR ResNets as akamaster released them),
+/// `cifar_resnet18`, `cifar_resnet34` (OpenOOD `ResNet18_32x32`, CIFAR-10 normalisation), `wrn`
+/// (any WRN-d-k with the OE/OpenOOD tensor names, OE normalisation), `resnet18`, `resnet34`,
+/// `resnet50`, `resnet101` (torchvision layout, 224 px, ImageNet normalisation), and
+/// `torchscript:FILE.pt`, a user's own network ([`crate::models::torchscript`], configured by
+/// the file alone; `weights` is not read: see [`load_model`] for overrides).
 pub fn load_network(name: &str, weights: &Path, device: Device) -> Result<Box<dyn Network>> {
-    use crate::models::akamaster::CifarResNet;
-    use crate::models::{cifar_resnet, resnet, wrn};
-    let loaded = |model_name: &str, spec: InputSpec| (model_name.to_string(), spec);
-    Ok(match name {
-        "resnet8" | "resnet14" | "resnet20" | "resnet32" | "resnet44" | "resnet56" => {
-            let depth = name[6..].parse().expect("matched names end in a number");
-            Box::new(CifarResNet::load(depth, weights, device)?)
-        }
-        "cifar_resnet18" | "cifar_resnet34" => {
-            let model = cifar_resnet::CifarResNet::load_safetensors(weights, device)?;
-            let (name, spec) = loaded(name, CIFAR10_SPEC);
-            Box::new(Loaded {
-                name,
-                model,
-                spec,
-                device,
-            })
-        }
-        "wrn" => {
-            let model = wrn::WideResNet::load_safetensors(weights, device)?;
-            let (name, spec) = loaded(name, OE_WRN_SPEC);
-            Box::new(Loaded {
-                name,
-                model,
-                spec,
-                device,
-            })
-        }
-        "resnet18" | "resnet34" | "resnet50" | "resnet101" => {
-            let model = resnet::ResNet::load_safetensors(weights, device)?;
-            let (name, spec) = loaded(name, IMAGENET_SPEC);
-            Box::new(Loaded {
-                name,
-                model,
-                spec,
-                device,
-            })
-        }
-        ts if ts.starts_with(crate::models::torchscript::PREFIX) => {
-            let file = Path::new(&ts[crate::models::torchscript::PREFIX.len()..]);
-            let opts = Default::default();
-            Box::new(crate::models::torchscript::TorchScript::load(
-                file, &opts, device,
-            )?)
-        }
-        other => {
-            return Err(Error::Config(format!(
-                "unknown model '{other}' (known: {}, torchscript:FILE.pt)",
-                KNOWN_MODELS.join(", ")
-            )));
-        }
-    })
+    let weights = (!name.starts_with(torchscript::PREFIX)).then_some(weights);
+    load_model(name, weights, &TorchScriptOptions::default(), device)
+}
+
+/// The file a model name and an optional weights file designate: `FILE` of
+/// `torchscript:FILE.pt` (which holds its weights, so `weights` must be `None`), else `weights`
+/// (required). The returned flag says which command-line argument named it (`--model` or
+/// `--weights`), for error messages and output guards.
+pub fn model_file(name: &str, weights: Option<&Path>) -> Result<(PathBuf, &'static str)> {
+    match (name.strip_prefix(torchscript::PREFIX), weights) {
+        (Some(""), _) => Err(Error::Config(
+            "--model torchscript: needs a file, e.g. torchscript:model.pt".into(),
+        )),
+        (Some(_), Some(w)) => Err(Error::Config(format!(
+            "--weights {} is not used with --model {name}: the TorchScript file holds the weights",
+            w.display()
+        ))),
+        (Some(file), None) => Ok((file.into(), "--model")),
+        (None, Some(w)) => Ok((w.to_path_buf(), "--weights")),
+        (None, None) => Err(Error::Config(format!(
+            "--model {name} needs --weights FILE"
+        ))),
+    }
+}
+
+/// Loads the model that `name` and `weights` designate (see [`model_file`] and
+/// [`load_network`]), with overrides of a TorchScript file's configuration; they are refused (an
+/// error naming the first one given) for the built-in architectures, whose configuration is the
+/// registry's.
+pub fn load_model(
+    name: &str,
+    weights: Option<&Path>,
+    opts: &TorchScriptOptions,
+    device: Device,
+) -> Result<Box<dyn Network>> {
+    let (file, _) = model_file(name, weights)?;
+    if name.starts_with(torchscript::PREFIX) {
+        return Ok(Box::new(torchscript::TorchScript::load(
+            &file, opts, device,
+        )?));
+    }
+    if let Some(flag) = opts.first_given() {
+        return Err(Error::Config(format!(
+            "{flag} applies to --model torchscript:FILE.pt only, not to {name}"
+        )));
+    }
+    let arch = crate::models::Arch::parse(name)?;
+    Ok(Box::new(arch.load(&file, device)?))
 }
 
 /// Copies every variable of `vs` from a weights file with the same tensor names: the one
@@ -205,25 +162,6 @@ pub fn load_network(name: &str, weights: &Path, device: Device) -> Result<Box<dy
 pub fn load_safetensors(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
     let tensors = crate::models::common::read_weights(path)?;
     crate::models::common::load_strict(vs, &tensors, path)
-}
-
-/// Copies a linear layer into an [`ood_core::Head`].
-pub fn head_from_linear(linear: &nn::Linear) -> Result<ood_core::Head> {
-    let w = linear
-        .ws
-        .to_device(Device::Cpu)
-        .to_kind(Kind::Float)
-        .contiguous();
-    let size = w.size();
-    let (c, d) = (size[0] as usize, size[1] as usize);
-    let wv = Vec::<f32>::try_from(w.flatten(0, -1))?;
-    let bv: Vec<f32> = match &linear.bs {
-        Some(b) => Vec::<f32>::try_from(b.to_device(Device::Cpu).to_kind(Kind::Float))?,
-        None => vec![0.0; c],
-    };
-    let weight = ndarray::Array2::from_shape_vec((c, d), wv)
-        .map_err(|e| Error::Config(format!("head weight shape: {e}")))?;
-    Ok(ood_core::Head::new(weight, ndarray::Array1::from_vec(bv))?)
 }
 
 /// SHA-256 (hex) of a file, e.g. a weights file.

@@ -8,11 +8,11 @@ mod common;
 
 use ood_nn::data::npy::{NpyData, read_npy};
 use ood_nn::data::{DataSpec, Preprocess};
-use ood_nn::models::akamaster::{CifarResNet, MEAN, STD};
+use ood_nn::models::he_resnet::{MEAN, STD};
 use ood_nn::network::Network;
 use tch::{Device, Tensor};
 
-fn logits_of(net: &CifarResNet, nhwc: &[u8], n: usize) -> Vec<f32> {
+fn logits_of(net: &ood_nn::models::Net, nhwc: &[u8], n: usize) -> Vec<f32> {
     let mut chw = Vec::with_capacity(n * 3072);
     for i in 0..n {
         let img =
@@ -32,7 +32,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-fn golden(root: &std::path::Path) -> (Vec<u8>, Vec<f32>, CifarResNet) {
+fn golden(root: &std::path::Path) -> (Vec<u8>, Vec<f32>, ood_nn::models::Net) {
     let d = root.join("data/cifar10-jpeg/golden_decoded_first1000_uint8_NHWC.npy");
     let a = read_npy(&d).unwrap();
     assert_eq!(a.shape, vec![1000, 32, 32, 3]);
@@ -42,7 +42,9 @@ fn golden(root: &std::path::Path) -> (Vec<u8>, Vec<f32>, CifarResNet) {
     let m = root.join("models/akamaster-resnet-cifar10");
     let g = read_npy(m.join("resnet20_golden_logits_cifar10jpeg_first1000.npy")).unwrap();
     assert_eq!(g.shape, vec![1000, 10]);
-    let net = CifarResNet::load(20, &m.join("resnet20-12fca82f.safetensors"), Device::Cpu).unwrap();
+    let net = ood_nn::models::Arch::He(20)
+        .load(&m.join("resnet20-12fca82f.safetensors"), Device::Cpu)
+        .unwrap();
     (pixels, g.to_f32(), net)
 }
 

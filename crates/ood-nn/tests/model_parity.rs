@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use ood_nn::models::cifar_resnet::{CifarResNet, CifarResNetDepth};
 use ood_nn::models::common::ConvInit;
-use ood_nn::models::resnet::{BlockKind, ResNet};
+use ood_nn::models::resnet32x32::{ResNet32x32, ResNet32x32Depth};
+use ood_nn::models::torchvision_resnet::{BlockKind, TorchvisionResNet};
 use ood_nn::models::wrn::WideResNet;
 use tch::{Device, Kind, Tensor, nn};
 
@@ -135,11 +135,11 @@ fn roundtrip<M>(
 fn cifar_resnet18_and_34_match_openood() {
     let exp = expected();
     for (arch, depth) in [
-        ("cifar_resnet18", CifarResNetDepth::R18),
-        ("cifar_resnet34", CifarResNetDepth::R34),
+        ("cifar_resnet18", ResNet32x32Depth::R18),
+        ("cifar_resnet34", ResNet32x32Depth::R34),
     ] {
         let vs = nn::VarStore::new(Device::Cpu);
-        let m = CifarResNet::new(&vs.root(), 10, depth, ConvInit::KaimingNormalFanOut);
+        let m = ResNet32x32::new(&vs.root(), 10, depth, ConvInit::KaimingNormalFanOut);
         assert_names(&vs, arch);
         formula_fill(&vs);
         let x = formula_input(2, 32, 32);
@@ -148,7 +148,7 @@ fn cifar_resnet18_and_34_match_openood() {
         assert_eq!((head.num_classes(), head.dim()), (10, 512));
         roundtrip(
             &vs,
-            |p| CifarResNet::load_safetensors(p, Device::Cpu),
+            |p| ResNet32x32::load_safetensors(p, Device::Cpu),
             |m| m.forward_t(&x, false),
             arch,
             &exp,
@@ -202,7 +202,7 @@ fn torchvision_resnets_match() {
         ("resnet101", BlockKind::Bottleneck, [3, 4, 23, 3]),
     ] {
         let vs = nn::VarStore::new(Device::Cpu);
-        let m = ResNet::new(&vs.root(), 7, kind, blocks);
+        let m = TorchvisionResNet::new(&vs.root(), 7, kind, blocks);
         assert_names(&vs, arch);
         formula_fill(&vs);
         let x = formula_input(2, 64, 64);
@@ -210,7 +210,7 @@ fn torchvision_resnets_match() {
         if arch != "resnet101" {
             roundtrip(
                 &vs,
-                |p| ResNet::load_safetensors(p, Device::Cpu),
+                |p| TorchvisionResNet::load_safetensors(p, Device::Cpu),
                 |m| m.forward_t(&x, false),
                 arch,
                 &exp,
@@ -223,14 +223,14 @@ fn torchvision_resnets_match() {
 fn loader_names_file_and_mismatch() {
     // a WRN file is not a CIFAR ResNet, and a missing file is an io error naming it
     let p = data("wrn16_1_weights.safetensors");
-    let e = CifarResNet::load_safetensors(&p, Device::Cpu)
+    let e = ResNet32x32::load_safetensors(&p, Device::Cpu)
         .unwrap_err()
         .to_string();
     assert!(
         e.contains("wrn16_1_weights.safetensors") && e.contains("block counts"),
         "{e}"
     );
-    let e = ResNet::load_safetensors(&p, Device::Cpu)
+    let e = TorchvisionResNet::load_safetensors(&p, Device::Cpu)
         .unwrap_err()
         .to_string();
     assert!(e.contains("wrn16_1_weights.safetensors"), "{e}");
@@ -244,7 +244,7 @@ fn loader_names_file_and_mismatch() {
 fn cifar_resnet18_training_mode_matches_torch() {
     let exp = expected();
     let vs = nn::VarStore::new(Device::Cpu);
-    let m = CifarResNet::resnet18(&vs.root(), 10);
+    let m = ResNet32x32::resnet18(&vs.root(), 10);
     formula_fill(&vs);
     let x = formula_input(2, 32, 32);
     let (_, z) = tch::no_grad(|| m.forward_t(&x, true));
@@ -267,7 +267,7 @@ fn cifar_resnet18_training_mode_matches_torch() {
 fn models_are_send() {
     use std::marker::PhantomData;
     fn is_send<T: Send>(_: PhantomData<T>) {}
-    is_send(PhantomData::<CifarResNet>);
+    is_send(PhantomData::<ResNet32x32>);
     is_send(PhantomData::<WideResNet>);
-    is_send(PhantomData::<ResNet>);
+    is_send(PhantomData::<TorchvisionResNet>);
 }

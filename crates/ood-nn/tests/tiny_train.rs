@@ -163,28 +163,7 @@ fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
     // the 3-epoch config for 2 epochs' worth: we run the 3-epoch config but stop the process after
     // epoch 2 by truncating the state (the checkpoint after epoch 2 is what a kill leaves behind).
     let dir_b = tempfile::tempdir().unwrap();
-    let part = tiny();
-    let f2 = |x: &Tensor, t: bool| part.fwd(x, t);
-    let mut stop_after_two = |s: &ood_nn::train::Step| {
-        if s.epoch == 3 && s.step == 1 {
-            panic!("simulated kill");
-        }
-    };
-    let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        train(
-            &part.vs,
-            &f2,
-            &d,
-            &cfg(3),
-            Some(dir_b.path()),
-            false,
-            &mut stop_after_two,
-        )
-    }));
-    assert!(
-        killed.is_err(),
-        "the simulated kill must interrupt training"
-    );
+    train_until_killed(dir_b.path(), 3);
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir_b.path().join("state.json")).unwrap()).unwrap();
     assert_eq!(state["epochs_done"], 2);

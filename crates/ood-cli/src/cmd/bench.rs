@@ -5,7 +5,7 @@
 //! cache and reused; then every detector runs through `ood eval`'s runner.
 
 use crate::args::BenchArgs;
-use crate::cmd::common::{guard_outputs, load_model, model_file};
+use crate::cmd::common::guard_outputs;
 use crate::cmd::eval::{self, Inputs, Options, VisionLanguage};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -13,7 +13,7 @@ use ood_core::DetectorSpec;
 use ood_core::benchmark::Group;
 use ood_core::projection::Projection;
 use ood_nn::data::{DataSpec, OnError, Preprocess};
-use ood_nn::network::{ExtractOptions, extract_cached, file_sha256};
+use ood_nn::network::{ExtractOptions, extract_cached, file_sha256, load_model, model_file};
 use serde_json::json;
 use std::path::Path;
 use std::path::PathBuf;
@@ -81,16 +81,19 @@ pub fn run(a: BenchArgs) -> Result<()> {
     )?;
     let fashion = DataSpec::Idx { images: need(fmnist).context("Fashion-MNIST comes from the Debian package dataset-fashion-mnist (scripts/setup installs it)")?, labels: None };
 
-    let device = crate::cmd::extract::parse_device(&a.device)?;
-    let loaded = load_model(&a.model, &weights, &a.torchscript, device)?;
-    let net = loaded.net;
+    let device = ood_nn::device::parse_device(&a.device)?;
+    let net = load_model(
+        &a.model,
+        a.weights.as_deref(),
+        &a.torchscript.options(),
+        device,
+    )?;
     let weights_sha = file_sha256(&weights)?;
     let spec = net.input_spec();
     let s = spec.size;
-    let interpolation = loaded.resize.map(|(_, i)| i).unwrap_or_default();
     let pre = |resize: Option<u32>, crop: Option<u32>, pad: u32| Preprocess {
         resize,
-        interpolation,
+        interpolation: spec.interpolation,
         crop,
         pad,
         mean: spec.mean,

@@ -9,23 +9,11 @@ use ood_nn::text::SentenceEncoder;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
-/// Parses `cpu`, `cuda` or `cuda:N`.
-fn parse_device(s: &str) -> Result<tch::Device> {
-    match s {
-        "cpu" => Ok(tch::Device::Cpu),
-        "cuda" => Ok(tch::Device::Cuda(0)),
-        _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(i)) => Ok(tch::Device::Cuda(i)),
-            _ => bail!("unknown device {s:?} (expected cpu, cuda or cuda:N)"),
-        },
-    }
-}
-
 /// Embeds every line of `--in` (row i = line i, empty lines included; a trailing newline does
 /// not add a line) and writes tensor `embeddings` (n, d) f32 with metadata: encoder folder and
 /// fingerprint, input path and hash, n, d, max_seq_length, pooling.
 pub fn run(args: &EmbedTextArgs) -> Result<()> {
-    let device = parse_device(&args.device)?;
+    let device = ood_nn::device::parse_device(&args.device)?;
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }

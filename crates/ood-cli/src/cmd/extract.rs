@@ -1,11 +1,11 @@
 //! `ood extract`: run a network over a dataset and write its features.
 
 use crate::args::ExtractArgs;
-use crate::cmd::common::{guard_outputs, load_model, model_file, with_appended};
+use crate::cmd::common::{guard_outputs, with_appended};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use ood_nn::data::{DataSpec, OnError, Preprocess};
-use ood_nn::network::{ExtractOptions, extract, file_sha256};
+use ood_nn::data::{DataSpec, OnError};
+use ood_nn::network::{ExtractOptions, extract, file_sha256, load_model, model_file};
 use std::path::Path;
 
 fn parse_size(what: &str, v: &str) -> Result<Option<u32>> {
@@ -21,36 +21,12 @@ fn parse_size(what: &str, v: &str) -> Result<Option<u32>> {
     Ok(Some(n))
 }
 
-/// Parses `cpu`, `cuda` or `cuda:N`, checking that CUDA is there when asked for.
-pub fn parse_device(s: &str) -> Result<tch::Device> {
-    match s {
-        "cpu" => Ok(tch::Device::Cpu),
-        "cuda" | "gpu" => parse_device("cuda:0"),
-        _ => {
-            let Some(idx) = s.strip_prefix("cuda:") else {
-                bail!("--device must be cpu, cuda or cuda:N, got '{s}'");
-            };
-            let i: usize = idx.parse().with_context(|| format!("bad device '{s}'"))?;
-            if !tch::Cuda::is_available() {
-                bail!("--device {s}: CUDA is not available to libtorch on this machine");
-            }
-            if i >= tch::Cuda::device_count() as usize {
-                bail!(
-                    "--device {s}: only {} CUDA device(s)",
-                    tch::Cuda::device_count()
-                );
-            }
-            Ok(tch::Device::Cuda(i))
-        }
-    }
-}
-
 /// Runs `ood extract`.
 pub fn run(a: ExtractArgs) -> Result<()> {
     if let Some(t) = a.threads {
         tch::set_num_threads(t);
     }
-    let device = parse_device(&a.device)?;
+    let device = ood_nn::device::parse_device(&a.device)?;
     let data = DataSpec::parse(&a.data)?;
     let data_files = data.input_files();
     let (weights, weights_flag) = model_file(&a.model, a.weights.as_deref())?;
@@ -70,37 +46,22 @@ pub fn run(a: ExtractArgs) -> Result<()> {
     if a.model == "clip" {
         return run_clip(&a, &weights, device, &data);
     }
-    let loaded = load_model(&a.model, &weights, &a.torchscript, device)?;
-    let net = loaded.net;
-    let spec = net.input_spec();
-    let is_idx = matches!(data, DataSpec::Idx { .. });
-    let resize = match &a.resize {
-        Some(v) => parse_size("resize", v)?,
-        None if is_idx => None,
-        None => match loaded.resize {
-            Some((r, _)) => Some(r),
-            None if spec.size > 64 => Some(spec.size * 8 / 7),
-            None => Some(spec.size),
-        },
-    };
-    let crop = match &a.crop {
-        Some(v) => parse_size("crop", v)?,
-        None if is_idx => None,
-        None => Some(spec.size),
-    };
-    let pad = match a.pad {
-        Some(p) => p,
-        None if is_idx => spec.size.saturating_sub(28) / 2,
-        None => 0,
-    };
-    let preprocess = Preprocess {
-        resize,
-        interpolation: loaded.resize.map(|(_, i)| i).unwrap_or_default(),
-        crop,
-        pad,
-        mean: spec.mean,
-        std: spec.std,
-    };
+    let net = load_model(
+        &a.model,
+        a.weights.as_deref(),
+        &a.torchscript.options(),
+        device,
+    )?;
+    let mut preprocess = net.input_spec().preprocess(&data);
+    if let Some(v) = &a.resize {
+        preprocess.resize = parse_size("resize", v)?;
+    }
+    if let Some(v) = &a.crop {
+        preprocess.crop = parse_size("crop", v)?;
+    }
+    if let Some(p) = a.pad {
+        preprocess.pad = p;
+    }
     let on_error = match a.on_error.as_str() {
         "skip" => OnError::Skip,
         _ => OnError::Fail,

@@ -66,7 +66,7 @@ fn mine(a: &NeglabelMineArgs) -> Result<()> {
         }
         tch::set_num_threads(t);
     }
-    let device = crate::cmd::extract::parse_device(&a.device)?;
+    let device = ood_nn::device::parse_device(&a.device)?;
     let started = Instant::now();
     let (out_tsv, out_candidates) = (
         with_suffix(&a.out, ".tsv"),

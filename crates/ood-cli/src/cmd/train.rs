@@ -8,7 +8,8 @@ use ood_core::{atomic_file, hashing};
 use ood_nn::Forward;
 use ood_nn::data::{DataSpec, Preprocess};
 use ood_nn::losses::{Method, mixoe};
-use ood_nn::network::{InputSpec, load_safetensors};
+use ood_nn::models::Arch;
+use ood_nn::network::load_safetensors;
 use ood_nn::train::{Augment, EpochLog, Optimizer, Precision, TrainConfig, TrainData, train};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -98,102 +99,32 @@ fn subsample(set: Images, n: usize, side: usize, seed: u64) -> Images {
     }
 }
 
-/// Input convention of the trainable networks (the one `load_network` applies at extraction).
-fn input_spec(model: &str) -> Result<(InputSpec, &'static str)> {
-    let cifar = InputSpec {
-        size: 32,
-        mean: [0.4914, 0.4822, 0.4465],
-        std: [0.2470, 0.2435, 0.2616],
-    };
-    Ok(match model {
-        "resnet8" | "resnet14" | "resnet20" | "resnet32" | "resnet44" | "resnet56" => (
-            InputSpec {
-                size: 32,
-                mean: ood_nn::models::akamaster::MEAN,
-                std: ood_nn::models::akamaster::STD,
-            },
-            "linear",
-        ),
-        "cifar_resnet18" | "cifar_resnet34" => (cifar, "fc"),
-        "wrn" => (
-            InputSpec {
-                size: 32,
-                mean: [125.3 / 255.0, 123.0 / 255.0, 113.9 / 255.0],
-                std: [63.0 / 255.0, 62.1 / 255.0, 66.7 / 255.0],
-            },
-            "fc",
-        ),
-        other => bail!(
-            "--model {other}: trainable models are resnet8, resnet14, resnet20, resnet32, \
-             resnet44, resnet56, cifar_resnet18, cifar_resnet34, wrn (WRN-40-2)"
-        ),
-    })
-}
-
 /// A network's forward pass: images, train flag → features and logits.
 type ForwardFn<'a> = dyn Fn(&Tensor, bool) -> Forward + 'a;
 
-/// Builds `model` with `outputs` classes (fresh weights from libtorch's seeded RNG, or `init`)
-/// and calls `run` with its variables and forward pass.
+/// Builds `model` with `outputs` classes through the registry (fresh weights with PyTorch's
+/// initialisation from libtorch's seeded RNG, or `init`) and calls `run` with its variables and
+/// forward pass.
 fn with_network<T>(
-    model: &str,
+    arch: Arch,
     outputs: i64,
     device: Device,
     init: Option<&Path>,
     run: &mut dyn FnMut(&nn::VarStore, &ForwardFn<'_>) -> Result<T>,
 ) -> Result<T> {
     use ood_nn::Network;
-    use ood_nn::models::{akamaster, cifar_resnet, wrn};
-    let load = |vs: &mut nn::VarStore| -> Result<()> {
-        // BatchNorm weights start at 1 as in PyTorch (tch's default is U(0, 1)).
-        let vars = vs.variables();
-        tch::no_grad(|| {
-            for (name, var) in &vars {
-                if let Some(base) = name.strip_suffix(".weight")
-                    && vars.contains_key(&format!("{base}.running_mean"))
-                {
-                    let _ = var.shallow_clone().fill_(1.0);
-                }
-            }
-        });
-        if let Some(p) = init {
-            load_safetensors(vs, p).with_context(|| {
-                format!("--init {}: the weights do not fit {model}", p.display())
-            })?;
-        }
-        Ok(())
-    };
-    match model {
-        m if m.starts_with("resnet") => {
-            let depth: usize = m[6..].parse().context("model depth")?;
-            let mut net = akamaster::CifarResNet::new(depth, outputs, device)?;
-            load(net.var_store_mut())?;
-            let net = &net;
-            run(net.var_store(), &|x, t| net.forward_t(x, t))
-        }
-        "cifar_resnet18" | "cifar_resnet34" => {
-            let mut vs = nn::VarStore::new(device);
-            let net = if model == "cifar_resnet18" {
-                cifar_resnet::CifarResNet::resnet18(&vs.root(), outputs)
-            } else {
-                cifar_resnet::CifarResNet::resnet34(&vs.root(), outputs)
-            };
-            load(&mut vs)?;
-            run(&vs, &|x, t| {
-                let (features, logits) = net.forward_t(x, t);
-                Forward { features, logits }
-            })
-        }
-        _ => {
-            let mut vs = nn::VarStore::new(device);
-            let net = wrn::WideResNet::wrn40_2(&vs.root(), outputs, 0.3)?;
-            load(&mut vs)?;
-            run(&vs, &|x, t| {
-                let (features, logits) = net.forward_t(x, t);
-                Forward { features, logits }
-            })
-        }
+    let mut net = arch.build(outputs, device)?;
+    if let Some(p) = init {
+        load_safetensors(net.var_store_mut(), p).with_context(|| {
+            format!(
+                "--init {}: the weights do not fit {}",
+                p.display(),
+                arch.name()
+            )
+        })?;
     }
+    let net = &net;
+    run(net.var_store(), &|x, t| net.forward_t(x, t))
 }
 
 /// The method with its recipe's hyper-parameters, and the recipe's config.
@@ -419,8 +350,9 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     if a.limit == Some(0) || a.sample == Some(0) {
         bail!("--limit and --sample must be at least 1");
     }
-    let device = super::extract::parse_device(&a.device)?;
-    let (spec, head_name) = input_spec(&a.model)?;
+    let device = ood_nn::device::parse_device(&a.device)?;
+    let arch = Arch::parse(&a.model)?;
+    let (spec, head_name) = (arch.input_spec(), arch.head_name());
     let cfg = recipe(a)?;
     let data_spec = DataSpec::parse(&a.data)?;
     let outlier_spec = a.outliers.as_deref().map(DataSpec::parse).transpose()?;
@@ -569,12 +501,8 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let mut step_t = Instant::now();
     let mut first = true;
     let batch = cfg.batch_size;
-    let (logs, files): (Vec<EpochLog>, (PathBuf, PathBuf)) = with_network(
-        &a.model,
-        outputs,
-        device,
-        a.init.as_deref(),
-        &mut |vs, fwd| {
+    let (logs, files): (Vec<EpochLog>, (PathBuf, PathBuf)) =
+        with_network(arch, outputs, device, a.init.as_deref(), &mut |vs, fwd| {
             let logs = train(
                 vs,
                 fwd,
@@ -603,8 +531,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             )?;
             let files = export(vs, head_name, &cfg.method, k, &a.out_dir)?;
             Ok((logs, files))
-        },
-    )?;
+        })?;
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
 

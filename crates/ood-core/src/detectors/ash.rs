@@ -27,6 +27,7 @@
 //! OpenOOD applies ASH to the pooled penultimate vector (viewed as `D×1×1`), which is what this
 //! file does: it needs no fit statistics. Features are expected to be non-negative (post-ReLU).
 
+use super::DetectorParams;
 use super::react::energies;
 use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores};
 use crate::error::{Error, Result};
@@ -186,6 +187,21 @@ impl Scorer for AshScorer {
         }
         let z = self.head.logits(shaped.view())?;
         check_scores("ash", energies(&z))
+    }
+}
+
+impl DetectorParams for Ash {
+    const NAME: &'static str = "ash";
+    const ABOUT: &'static str =
+        "energy after activation shaping, ASH-B by default (Djurisic et al., ICLR'23)";
+    fn sweep(&self) -> Vec<Self> {
+        [65.0, 70.0, 75.0, 80.0, 85.0, 90.0, 95.0]
+            .into_iter()
+            .map(|percentile| Ash {
+                percentile,
+                ..self.clone()
+            })
+            .collect()
     }
 }
 

@@ -11,6 +11,7 @@
 //! `dice.yml`); no sweep (OpenOOD's APS is off for DICE and its mask is never recomputed).
 //! The mean is accumulated in f64 while streaming the fit data in chunks.
 
+use super::DetectorParams;
 use super::react::{energies, percentile};
 use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores};
 use crate::error::{Error, Result};
@@ -86,6 +87,11 @@ impl Scorer for DiceScorer {
         let z = self.masked.logits(x.embeddings.view())?;
         check_scores("dice", energies(&z))
     }
+}
+
+impl DetectorParams for Dice {
+    const NAME: &'static str = "dice";
+    const ABOUT: &'static str = "energy with contribution-sparsified weights (Sun & Li, ECCV'22)";
 }
 
 #[cfg(test)]

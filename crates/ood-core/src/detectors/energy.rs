@@ -5,6 +5,7 @@
 //! Default `T = 1` (OpenOOD `ebo.yml`). Checked against the spec's section 9.4 vector
 //! (3.194300, 1.742536, 4.718944).
 
+use super::DetectorParams;
 use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores, logsumexp};
 use crate::error::{Error, Result};
 use crate::features::{Features, FitData, Head};
@@ -61,6 +62,14 @@ impl Scorer for EnergyScorer {
             })
             .collect();
         check_scores("energy", s)
+    }
+}
+
+impl DetectorParams for Energy {
+    const NAME: &'static str = "energy";
+    const ABOUT: &'static str = "negative free energy T·lse(z/T) (Liu et al., NeurIPS'20)";
+    fn sweep(&self) -> Vec<Self> {
+        vec![Energy { temperature: 1.0 }]
     }
 }
 

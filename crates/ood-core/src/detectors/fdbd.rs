@@ -14,6 +14,7 @@
 //! rather than an infinite score. A feature equal to the normaliser centre gives a non-finite
 //! score and an `Err`. Computed in f64 from the given logits.
 
+use super::DetectorParams;
 use super::dice::mean_feature;
 use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores};
 use crate::error::{Error, Result};
@@ -114,6 +115,19 @@ impl Scorer for FdbdScorer {
             })
             .collect();
         check_scores("fdbd", s)
+    }
+}
+
+impl DetectorParams for Fdbd {
+    const NAME: &'static str = "fdbd";
+    const ABOUT: &'static str = "feature distance to decision boundaries (Liu & Qin, ICML'24)";
+    fn sweep(&self) -> Vec<Self> {
+        [true, false]
+            .into_iter()
+            .map(|distance_as_normalizer| Fdbd {
+                distance_as_normalizer,
+            })
+            .collect()
     }
 }
 

@@ -17,6 +17,7 @@
 //! the formula (and SciPy) instead of the rounding. Scores of very confident samples can
 //! therefore differ from OpenOOD's float32 numbers (ranking is only finer, never coarser).
 
+use super::DetectorParams;
 use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores};
 use crate::error::{Error, Result};
 use crate::features::{Features, FitData, Head};
@@ -110,6 +111,18 @@ impl Scorer for GenScorer {
             .map(|r| -generalized_entropy(&r.to_vec(), g, self.m) as f32)
             .collect();
         check_scores("gen", s)
+    }
+}
+
+impl DetectorParams for Gen {
+    const NAME: &'static str = "gen";
+    const ABOUT: &'static str = "generalized entropy of the top-M softmax (Liu et al., CVPR'23)";
+    fn sweep(&self) -> Vec<Self> {
+        let gammas = [0.01, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0];
+        let ms = [10, 50, 100, 200, 500, 1000];
+        ms.iter()
+            .flat_map(|&m| gammas.iter().map(move |&gamma| Gen { gamma, m }))
+            .collect()
     }
 }
 

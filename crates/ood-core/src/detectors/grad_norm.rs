@@ -11,6 +11,7 @@
 //! Checked against the spec's section 9.4 vectors (factor and score). No backward pass is needed:
 //! OpenOOD obtains the same number with per-sample autograd on the fc layer.
 
+use super::DetectorParams;
 use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores, softmax};
 use crate::error::Result;
 use crate::features::{Features, FitData, Head};
@@ -55,6 +56,12 @@ impl Scorer for GradNormScorer {
             .collect();
         check_scores("grad_norm", s)
     }
+}
+
+impl DetectorParams for GradNorm {
+    const NAME: &'static str = "grad_norm";
+    const ABOUT: &'static str =
+        "L1 norm of the last-layer KL-to-uniform gradient (Huang et al., NeurIPS'21)";
 }
 
 #[cfg(test)]

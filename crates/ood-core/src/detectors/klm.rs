@@ -18,6 +18,7 @@
 //! matrix product, not `n·C²` logarithms) and the exact SciPy rule for templates with zeros;
 //! tiny negative rounding results are clamped to 0.
 
+use super::DetectorParams;
 use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores, softmax};
 use crate::error::{Error, Result};
 use crate::features::{DEFAULT_CHUNK_ROWS, Features, FitData, Head, argmax};
@@ -149,6 +150,13 @@ impl Scorer for KlmScorer {
         }
         check_scores("klm", out)
     }
+}
+
+impl DetectorParams for Klm {
+    const FITS_ON_VAL: bool = true;
+    const NAME: &'static str = "klm";
+    const ABOUT: &'static str =
+        "KL matching to class-mean softmax, fit on ID val (Hendrycks et al., ICML'22)";
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@
 //! Fit memory: the bank (`⌊alpha·N⌋ · d` f32) plus one chunk of features; a file is read
 //! features-only, chunk by chunk.
 
+use super::{DetectorParams, GridScores};
 use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores};
 use crate::error::{Error, Result};
 use crate::features::{DEFAULT_CHUNK_ROWS, Features, FitData, Head};
@@ -398,6 +399,82 @@ pub(crate) fn search_smallest(
             .for_each_init(|| vec![0.0f32; tile_len], work);
     }
     out
+}
+
+impl DetectorParams for Knn {
+    const NAME: &'static str = "knn";
+    const ABOUT: &'static str =
+        "negated k-th squared distance to normalised ID features (Sun et al., ICML'22)";
+    fn sweep(&self) -> Vec<Self> {
+        self.sweep_grid()
+    }
+
+    /// Validation scores of a `k`-grid from one bank and one search per set: the k-th distances
+    /// for every `k` come out of a single top-`max k` pass ([`KnnScorer::kth_distances`]), so the
+    /// whole grid costs what its largest `k` costs. Identical to fitting each candidate (the same
+    /// distances, the same order statistics). `None` when the candidates do not share one bank
+    /// (same `alpha` and `seed`).
+    fn grid_val_scores(
+        grid: &[Self],
+        fit: &FitData<'_>,
+        head: &Head,
+        val_id: &Features,
+        val_ood: &Features,
+    ) -> Option<Vec<GridScores>> {
+        let first = grid.first()?;
+        if grid
+            .iter()
+            .any(|k| k.alpha != first.alpha || k.seed != first.seed || k.k == 0)
+        {
+            return None;
+        }
+        let smallest = grid.iter().map(|k| k.k).min()?;
+        let scorer = match (Knn {
+            k: smallest,
+            ..first.clone()
+        })
+        .fit_knn(fit, head)
+        {
+            Ok(s) => s,
+            // Every candidate fails the same way (or worse): let the per-candidate path report it.
+            Err(_) => return None,
+        };
+        let bank = scorer.bank_len();
+        let ks: Vec<usize> = grid.iter().map(|k| k.k).filter(|&k| k <= bank).collect();
+        let id = scorer.kth_distances(val_id, &ks);
+        let ood = scorer.kth_distances(val_ood, &ks);
+        let (id, ood) = match (id, ood) {
+            (Ok(i), Ok(o)) => (i, o),
+            (Err(e), _) | (_, Err(e)) => {
+                let msg = e.to_string();
+                return Some(
+                    grid.iter()
+                        .map(|_| Err(Error::InvalidParameter(msg.clone())))
+                        .collect(),
+                );
+            }
+        };
+        let mut col = 0;
+        Some(
+            grid.iter()
+                .map(|k| {
+                    if k.k > bank {
+                        return Err(Error::TooFewSamples {
+                            what: format!("knn bank (k = {}, alpha = {})", k.k, k.alpha),
+                            need: k.k,
+                            got: bank,
+                        });
+                    }
+                    let j = col;
+                    col += 1;
+                    Ok((
+                        check_scores("knn", id.column(j).mapv(|v| -v))?,
+                        check_scores("knn", ood.column(j).mapv(|v| -v))?,
+                    ))
+                })
+                .collect(),
+        )
+    }
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@
 //! Checked against NumPy/scikit-learn (`tests/data/posthoc_reference_b.py`,
 //! `tests/posthoc_golden_b.rs`).
 
+use super::DetectorParams;
 use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores};
 use crate::error::{Error, Result};
 use crate::features::{DEFAULT_CHUNK_ROWS, Features, FitData, Head};
@@ -233,6 +234,11 @@ impl Scorer for MahalanobisScorer {
         }
         check_scores("mahalanobis", out)
     }
+}
+
+impl DetectorParams for Mahalanobis {
+    const NAME: &'static str = "mahalanobis";
+    const ABOUT: &'static str = "class-conditional Mahalanobis distance, shared covariance (Lee et al., NeurIPS'18); normalize=true is ReweightOOD's scorer";
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! Score: `max_c z_c`. Higher = more in-distribution. No hyper-parameters.
 //! Checked against the spec's section 9.4 vector (3, 0.5, 4).
 
+use super::DetectorParams;
 use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores};
 use crate::error::Result;
 use crate::features::{Features, FitData, Head};
@@ -38,6 +39,11 @@ impl Scorer for MaxLogitScorer {
             .collect();
         check_scores("max_logit", s)
     }
+}
+
+impl DetectorParams for MaxLogit {
+    const NAME: &'static str = "max_logit";
+    const ABOUT: &'static str = "maximum logit (Hendrycks et al., ICML'22)";
 }
 
 #[cfg(test)]

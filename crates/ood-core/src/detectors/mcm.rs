@@ -16,6 +16,7 @@
 //! The text side (one prompt `"a photo of a <class>"` in MCM, an 80-template ensemble in OpenOOD) is
 //! whatever produced the head; this file sees only the numbers.
 
+use super::DetectorParams;
 use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores};
 use crate::error::{Error, Result};
 use crate::features::{Features, FitData, Head};
@@ -121,6 +122,11 @@ impl Scorer for McmScorer {
         });
         check_scores("mcm", out)
     }
+}
+
+impl DetectorParams for Mcm {
+    const NAME: &'static str = "mcm";
+    const ABOUT: &'static str = "max softmax of CLIP image-label cosines (Ming et al., NeurIPS'22)";
 }
 
 #[cfg(test)]

@@ -1,11 +1,13 @@
 //! The registry: the one closed list of post-hoc detectors.
 //!
 //! Adding a detector means writing one file (params struct with the paper's defaults, `Detector`
-//! impl, a hand-computed unit test) and adding one line to the `registry!` call below. The
-//! conformance suite (`tests/conformance.rs`) then runs it automatically.
+//! impl, its [`DetectorParams`] registry metadata and search grid, a hand-computed unit test) and
+//! adding one line to the `registry!` call below. The conformance suite
+//! (`tests/conformance.rs`) then runs it automatically.
 
 use crate::detector::Detector;
 use crate::error::{Error, Result};
+use crate::features::{Features, FitData, Head};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -21,6 +23,7 @@ pub mod mahalanobis;
 pub mod max_logit;
 pub mod mcm;
 pub mod msp;
+pub mod needs;
 pub mod neg_label;
 pub mod nn_guide;
 pub mod react;
@@ -42,6 +45,7 @@ pub use mahalanobis::Mahalanobis;
 pub use max_logit::MaxLogit;
 pub use mcm::Mcm;
 pub use msp::Msp;
+pub use needs::Needs;
 pub use neg_label::NegLabel;
 pub use nn_guide::NnGuide;
 pub use react::ReAct;
@@ -67,7 +71,23 @@ pub trait DetectorParams:
     /// True for detectors that OpenOOD fits on ID **validation** data (ReAct, KLM, Residual);
     /// runners pass ID val to them when it is available, else the fit data.
     const FITS_ON_VAL: bool = false;
+    /// The ID-val and OOD-val scores of every candidate of a search grid at once, for detectors
+    /// with a faster way than fitting each candidate (KNN: one bank, one neighbour search for
+    /// every `k`). The results must equal fitting each candidate on `fit`. `None`: fit each.
+    fn grid_val_scores(
+        grid: &[Self],
+        fit: &FitData<'_>,
+        head: &Head,
+        val_id: &Features,
+        val_ood: &Features,
+    ) -> Option<Vec<GridScores>> {
+        let _ = (grid, fit, head, val_id, val_ood);
+        None
+    }
 }
+
+/// The validation scores (ID-val, OOD-val) of one search candidate, or why it failed.
+pub type GridScores = Result<(ndarray::Array1<f32>, ndarray::Array1<f32>)>;
 
 macro_rules! registry {
     ($($variant:ident($ty:ty)),* $(,)?) => {
@@ -102,6 +122,28 @@ macro_rules! registry {
             pub fn all_defaults() -> Vec<DetectorSpec> {
                 vec![$(DetectorSpec::$variant(<$ty>::default()),)*]
             }
+            /// [`DetectorParams::grid_val_scores`] of a grid of one detector's specs.
+            pub fn grid_val_scores(
+                grid: &[DetectorSpec],
+                fit: &FitData<'_>,
+                head: &Head,
+                val_id: &Features,
+                val_ood: &Features,
+            ) -> Option<Vec<GridScores>> {
+                match grid.first()? {
+                    $(DetectorSpec::$variant(_) => {
+                        let typed: Vec<$ty> = grid
+                            .iter()
+                            .map(|d| match d {
+                                DetectorSpec::$variant(x) => Some(x.clone()),
+                                #[allow(unreachable_patterns)]
+                                _ => None,
+                            })
+                            .collect::<Option<_>>()?;
+                        <$ty as DetectorParams>::grid_val_scores(&typed, fit, head, val_id, val_ood)
+                    })*
+                }
+            }
             /// The search grid of this detector (empty when it has nothing to tune).
             pub fn sweep(&self) -> Vec<DetectorSpec> {
                 match self { $(DetectorSpec::$variant(d) => d.sweep().into_iter().map(DetectorSpec::$variant).collect(),)* }
@@ -131,148 +173,6 @@ registry! {
     Vim(Vim),
     Residual(Residual),
     NnGuide(NnGuide),
-}
-
-impl DetectorParams for Msp {
-    const NAME: &'static str = "msp";
-    const ABOUT: &'static str = "maximum softmax probability (Hendrycks & Gimpel, ICLR'17)";
-}
-impl DetectorParams for MaxLogit {
-    const NAME: &'static str = "max_logit";
-    const ABOUT: &'static str = "maximum logit (Hendrycks et al., ICML'22)";
-}
-impl DetectorParams for Energy {
-    const NAME: &'static str = "energy";
-    const ABOUT: &'static str = "negative free energy T·lse(z/T) (Liu et al., NeurIPS'20)";
-    fn sweep(&self) -> Vec<Self> {
-        vec![Energy { temperature: 1.0 }]
-    }
-}
-
-impl DetectorParams for Gen {
-    const NAME: &'static str = "gen";
-    const ABOUT: &'static str = "generalized entropy of the top-M softmax (Liu et al., CVPR'23)";
-    fn sweep(&self) -> Vec<Self> {
-        let gammas = [0.01, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0];
-        let ms = [10, 50, 100, 200, 500, 1000];
-        ms.iter()
-            .flat_map(|&m| gammas.iter().map(move |&gamma| Gen { gamma, m }))
-            .collect()
-    }
-}
-impl DetectorParams for Klm {
-    const FITS_ON_VAL: bool = true;
-    const NAME: &'static str = "klm";
-    const ABOUT: &'static str =
-        "KL matching to class-mean softmax, fit on ID val (Hendrycks et al., ICML'22)";
-}
-impl DetectorParams for GradNorm {
-    const NAME: &'static str = "grad_norm";
-    const ABOUT: &'static str =
-        "L1 norm of the last-layer KL-to-uniform gradient (Huang et al., NeurIPS'21)";
-}
-impl DetectorParams for ReAct {
-    const FITS_ON_VAL: bool = true;
-    const NAME: &'static str = "react";
-    const ABOUT: &'static str =
-        "energy after clipping at an ID-val activation percentile (Sun et al., NeurIPS'21)";
-    fn sweep(&self) -> Vec<Self> {
-        [85.0, 90.0, 95.0, 99.0]
-            .into_iter()
-            .map(|percentile| ReAct { percentile })
-            .collect()
-    }
-}
-impl DetectorParams for Ash {
-    const NAME: &'static str = "ash";
-    const ABOUT: &'static str =
-        "energy after activation shaping, ASH-B by default (Djurisic et al., ICLR'23)";
-    fn sweep(&self) -> Vec<Self> {
-        [65.0, 70.0, 75.0, 80.0, 85.0, 90.0, 95.0]
-            .into_iter()
-            .map(|percentile| Ash {
-                percentile,
-                ..self.clone()
-            })
-            .collect()
-    }
-}
-impl DetectorParams for Scale {
-    const NAME: &'static str = "scale";
-    const ABOUT: &'static str =
-        "energy after exp(S_all/S_top-k) feature scaling (Xu et al., ICLR'24)";
-    fn sweep(&self) -> Vec<Self> {
-        [65.0, 70.0, 75.0, 80.0, 85.0, 90.0, 95.0]
-            .into_iter()
-            .map(|percentile| Scale { percentile })
-            .collect()
-    }
-}
-impl DetectorParams for Dice {
-    const NAME: &'static str = "dice";
-    const ABOUT: &'static str = "energy with contribution-sparsified weights (Sun & Li, ECCV'22)";
-}
-impl DetectorParams for She {
-    const NAME: &'static str = "she";
-    const ABOUT: &'static str =
-        "simplified Hopfield energy to class patterns (Zhang et al., ICLR'23)";
-}
-impl DetectorParams for Fdbd {
-    const NAME: &'static str = "fdbd";
-    const ABOUT: &'static str = "feature distance to decision boundaries (Liu & Qin, ICML'24)";
-    fn sweep(&self) -> Vec<Self> {
-        [true, false]
-            .into_iter()
-            .map(|distance_as_normalizer| Fdbd {
-                distance_as_normalizer,
-            })
-            .collect()
-    }
-}
-impl DetectorParams for Mcm {
-    const NAME: &'static str = "mcm";
-    const ABOUT: &'static str = "max softmax of CLIP image-label cosines (Ming et al., NeurIPS'22)";
-}
-impl DetectorParams for NegLabel {
-    const NAME: &'static str = "neg_label";
-    const ABOUT: &'static str =
-        "CLIP score against ID and mined negative labels; needs negatives (Jiang et al., ICLR'24)";
-}
-impl DetectorParams for Knn {
-    const NAME: &'static str = "knn";
-    const ABOUT: &'static str =
-        "negated k-th squared distance to normalised ID features (Sun et al., ICML'22)";
-    fn sweep(&self) -> Vec<Self> {
-        self.sweep_grid()
-    }
-}
-
-impl DetectorParams for Mahalanobis {
-    const NAME: &'static str = "mahalanobis";
-    const ABOUT: &'static str = "class-conditional Mahalanobis distance, shared covariance (Lee et al., NeurIPS'18); normalize=true is ReweightOOD's scorer";
-}
-impl DetectorParams for Rmds {
-    const NAME: &'static str = "rmds";
-    const ABOUT: &'static str =
-        "relative Mahalanobis distance against a background Gaussian (Ren et al., 2021)";
-}
-impl DetectorParams for Vim {
-    const NAME: &'static str = "vim";
-    const ABOUT: &'static str =
-        "energy minus scaled residual norm outside the principal subspace (Wang et al., CVPR'22)";
-    fn sweep(&self) -> Vec<Self> {
-        self.sweep_grid()
-    }
-}
-impl DetectorParams for Residual {
-    const FITS_ON_VAL: bool = true;
-    const NAME: &'static str = "residual";
-    const ABOUT: &'static str = "negated residual norm outside the principal subspace, fitted on ID val (Wang et al., CVPR'22)";
-}
-impl DetectorParams for NnGuide {
-    const NAME: &'static str = "nn_guide";
-    const ABOUT: &'static str =
-        "energy times mean similarity to a confidence-weighted ID bank (Park et al., ICCV'23)";
 }
 
 impl DetectorSpec {

@@ -5,6 +5,7 @@
 //! a larger `T` gives ODIN's temperature scaling without the input perturbation.
 //! Checked against the spec's section 9.4 vector (0.823411, 0.288651, 0.487266).
 
+use super::DetectorParams;
 use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores, softmax};
 use crate::error::{Error, Result};
 use crate::features::{Features, FitData, Head};
@@ -62,6 +63,11 @@ impl Scorer for MspScorer {
             .collect();
         check_scores("msp", s)
     }
+}
+
+impl DetectorParams for Msp {
+    const NAME: &'static str = "msp";
+    const ABOUT: &'static str = "maximum softmax probability (Hendrycks & Gimpel, ICLR'17)";
 }
 
 #[cfg(test)]

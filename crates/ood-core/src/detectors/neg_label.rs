@@ -42,6 +42,7 @@
 //!
 //! Checked against the spec's section 9.4 vectors (G = 1 and G = 3 in identity order).
 
+use super::DetectorParams;
 use super::mcm::{for_each_cosine_block, normalized_columns};
 use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores};
 use crate::error::{Error, Result};
@@ -310,6 +311,12 @@ impl Scorer for NegLabelScorer {
         });
         check_scores("neg_label", out)
     }
+}
+
+impl DetectorParams for NegLabel {
+    const NAME: &'static str = "neg_label";
+    const ABOUT: &'static str =
+        "CLIP score against ID and mined negative labels; needs negatives (Jiang et al., ICLR'24)";
 }
 
 #[cfg(test)]

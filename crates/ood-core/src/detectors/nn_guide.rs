@@ -18,6 +18,7 @@
 //! The exact inner-product search is the blocked GEMM + top-k of `knn.rs` (largest inner
 //! products). Checked against NumPy + faiss `IndexFlatIP` (`tests/data/posthoc_reference_b.py`).
 
+use super::DetectorParams;
 use super::knn::{Bank, Metric, Tiles, search_smallest};
 use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores, logsumexp};
 use crate::error::{Error, Result};
@@ -118,6 +119,12 @@ impl Scorer for NnGuideScorer {
             .collect();
         check_scores("nn_guide", s)
     }
+}
+
+impl DetectorParams for NnGuide {
+    const NAME: &'static str = "nn_guide";
+    const ABOUT: &'static str =
+        "energy times mean similarity to a confidence-weighted ID bank (Park et al., ICCV'23)";
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@
 //! whatever `n·d` is). Checked against NumPy `percentile` in the golden test and by hand in the
 //! unit tests.
 
+use super::DetectorParams;
 use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores, logsumexp};
 use crate::error::{Error, Result};
 use crate::features::{DEFAULT_CHUNK_ROWS, Features, FitData, Head};
@@ -185,6 +186,19 @@ impl Scorer for ReActScorer {
         let clipped = x.embeddings.mapv(|v| v.min(t));
         let z = self.head.logits(clipped.view())?;
         check_scores("react", energies(&z))
+    }
+}
+
+impl DetectorParams for ReAct {
+    const FITS_ON_VAL: bool = true;
+    const NAME: &'static str = "react";
+    const ABOUT: &'static str =
+        "energy after clipping at an ID-val activation percentile (Sun et al., NeurIPS'21)";
+    fn sweep(&self) -> Vec<Self> {
+        [85.0, 90.0, 95.0, 99.0]
+            .into_iter()
+            .map(|percentile| ReAct { percentile })
+            .collect()
     }
 }
 

@@ -12,6 +12,7 @@
 //! features, where the rule also gives 512. An explicit `D ≥ d` is an error. No APS sweep.
 //! Checked against NumPy (`tests/data/posthoc_reference_b.py`).
 
+use super::DetectorParams;
 use super::vim::{ResidualSpace, fit_residual_space};
 use crate::detector::{Detector, Scorer, check_input, check_scores};
 use crate::error::Result;
@@ -48,6 +49,12 @@ impl Scorer for ResidualScorer {
         let s = self.space.norms(x.embeddings.view()).mapv(|r| -r as f32);
         check_scores("residual", s)
     }
+}
+
+impl DetectorParams for Residual {
+    const FITS_ON_VAL: bool = true;
+    const NAME: &'static str = "residual";
+    const ABOUT: &'static str = "negated residual norm outside the principal subspace, fitted on ID val (Wang et al., CVPR'22)";
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! Checked against NumPy/scikit-learn (`tests/data/posthoc_reference_b.py`,
 //! `tests/posthoc_golden_b.rs`).
 
+use super::DetectorParams;
 use super::mahalanobis::{SCORE_BLOCK, fit_class_stats, pinv_rtol, sq_mahalanobis, to_f64_rows};
 use crate::detector::{Detector, Scorer, check_input, check_scores};
 use crate::error::Result;
@@ -80,6 +81,12 @@ impl Scorer for RmdsScorer {
         }
         check_scores("rmds", out)
     }
+}
+
+impl DetectorParams for Rmds {
+    const NAME: &'static str = "rmds";
+    const ABOUT: &'static str =
+        "relative Mahalanobis distance against a background Gaussian (Ren et al., 2021)";
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 //! `Err`. Ties do not matter (only the sum of the top-`k` is used). Features are expected to be
 //! non-negative (post-ReLU).
 
+use super::DetectorParams;
 use super::ash::{kept_count, top_k_indices};
 use super::react::energies;
 use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores};
@@ -68,6 +69,18 @@ impl Scorer for ScaleScorer {
         }
         let z = self.head.logits(scaled.view())?;
         check_scores("scale", energies(&z))
+    }
+}
+
+impl DetectorParams for Scale {
+    const NAME: &'static str = "scale";
+    const ABOUT: &'static str =
+        "energy after exp(S_all/S_top-k) feature scaling (Xu et al., ICLR'24)";
+    fn sweep(&self) -> Vec<Self> {
+        [65.0, 70.0, 75.0, 80.0, 85.0, 90.0, 95.0]
+            .into_iter()
+            .map(|percentile| Scale { percentile })
+            .collect()
     }
 }
 

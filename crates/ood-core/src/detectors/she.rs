@@ -17,6 +17,7 @@
 //! for OOD) never match a prediction and are ignored. The fit streams over the data in chunks;
 //! the means are accumulated in f64.
 
+use super::DetectorParams;
 use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores};
 use crate::error::{Error, Result};
 use crate::features::{DEFAULT_CHUNK_ROWS, Features, FitData, Head};
@@ -138,6 +139,12 @@ impl Scorer for SheScorer {
             .collect();
         check_scores("she", s)
     }
+}
+
+impl DetectorParams for She {
+    const NAME: &'static str = "she";
+    const ABOUT: &'static str =
+        "simplified Hopfield energy to class patterns (Zhang et al., ICLR'23)";
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@
 //! symmetric matrix). The residual machinery is shared with [`Residual`](super::Residual).
 //! Checked against NumPy/scikit-learn (`tests/data/posthoc_reference_b.py`).
 
+use super::DetectorParams;
 use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores, logsumexp};
 use crate::error::{Error, Result};
 use crate::features::{DEFAULT_CHUNK_ROWS, Features, FitData, Head};
@@ -167,6 +168,15 @@ impl Scorer for VimScorer {
             })
             .collect();
         check_scores("vim", s)
+    }
+}
+
+impl DetectorParams for Vim {
+    const NAME: &'static str = "vim";
+    const ABOUT: &'static str =
+        "energy minus scaled residual norm outside the principal subspace (Wang et al., CVPR'22)";
+    fn sweep(&self) -> Vec<Self> {
+        self.sweep_grid()
     }
 }
 

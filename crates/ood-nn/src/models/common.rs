@@ -20,6 +20,9 @@ pub enum ConvInit {
     /// Kaiming-normal, fan-out, ReLU gain: N(0, √(2 / (k·k·out_channels))). Used by TagFog / SupCon
     /// (`resnet_big.py`), torchvision ResNets and the Wide ResNets.
     KaimingNormalFanOut,
+    /// Kaiming-normal, fan-in, gain √2 (`init.kaiming_normal_` with its defaults): the akamaster
+    /// CIFAR ResNets' `_weights_init`, on conv and linear weights.
+    KaimingNormalFanIn,
 }
 
 impl ConvInit {
@@ -33,6 +36,11 @@ impl ConvInit {
             ConvInit::KaimingNormalFanOut => Init::Kaiming {
                 dist: nn::init::NormalOrUniform::Normal,
                 fan: nn::init::FanInOut::FanOut,
+                non_linearity: nn::init::NonLinearity::ReLU,
+            },
+            ConvInit::KaimingNormalFanIn => Init::Kaiming {
+                dist: nn::init::NormalOrUniform::Normal,
+                fan: nn::init::FanInOut::FanIn,
                 non_linearity: nn::init::NonLinearity::ReLU,
             },
         }
@@ -75,12 +83,26 @@ pub(crate) fn batch_norm2d(p: nn::Path<'_>, c: i64) -> nn::BatchNorm {
 /// `nn.Linear` with PyTorch's default init: weight and bias U(±1/√fan_in); with `zero_bias` the
 /// bias starts at 0 (Wide ResNet convention).
 pub(crate) fn linear(p: nn::Path<'_>, din: i64, dout: i64, zero_bias: bool) -> nn::Linear {
+    linear_with(p, din, dout, None, zero_bias)
+}
+
+/// [`linear`] with the weight drawn by `weight_init` instead of PyTorch's default.
+pub(crate) fn linear_with(
+    p: nn::Path<'_>,
+    din: i64,
+    dout: i64,
+    weight_init: Option<ConvInit>,
+    zero_bias: bool,
+) -> nn::Linear {
     let bound = 1.0 / (din.max(1) as f64).sqrt();
     let cfg = nn::LinearConfig {
-        ws_init: Init::Uniform {
-            lo: -bound,
-            up: bound,
-        },
+        ws_init: weight_init.map_or(
+            Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+            ConvInit::init,
+        ),
         bs_init: Some(if zero_bias {
             Init::Const(0.0)
         } else {

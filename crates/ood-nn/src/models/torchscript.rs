@@ -21,7 +21,7 @@
 //! [`Network::forward_t`] is given.
 
 use crate::data::Interpolation;
-use crate::network::{Forward, InputSpec, Network};
+use crate::network::{Forward, InputSpec, Network, default_resize};
 use crate::{Error, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -50,6 +50,22 @@ pub struct TorchScriptOptions {
     pub std: Option<[f32; 3]>,
 }
 
+impl TorchScriptOptions {
+    /// The command-line flag of the first option that is set (`--head-weight`, ...), if any.
+    pub fn first_given(&self) -> Option<&'static str> {
+        [
+            ("--head-weight", self.head_weight.is_some()),
+            ("--head-bias", self.head_bias.is_some()),
+            ("--input-size", self.input_size.is_some()),
+            ("--interpolation", self.interpolation.is_some()),
+            ("--mean", self.mean.is_some()),
+            ("--std", self.std.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(flag, given)| given.then_some(flag))
+    }
+}
+
 /// The JSON of `oodkit_config()`.
 #[derive(Debug, Default, Deserialize)]
 struct FileConfig {
@@ -69,8 +85,6 @@ pub struct TorchScript {
     module: CModule,
     head: ood_core::Head,
     spec: InputSpec,
-    resize: u32,
-    interpolation: Interpolation,
     device: Device,
 }
 
@@ -79,8 +93,6 @@ impl std::fmt::Debug for TorchScript {
         f.debug_struct("TorchScript")
             .field("path", &self.path)
             .field("spec", &self.spec)
-            .field("resize", &self.resize)
-            .field("interpolation", &self.interpolation)
             .field("device", &self.device)
             .finish_non_exhaustive()
     }
@@ -169,6 +181,8 @@ impl TorchScript {
 
         let spec = InputSpec {
             size: input_size,
+            resize,
+            interpolation,
             mean,
             std,
         };
@@ -178,8 +192,6 @@ impl TorchScript {
             head: head_from_tensors(&weight, &bias)?,
             module,
             spec,
-            resize,
-            interpolation,
             device,
         };
         net.check_probe(&weight_name, bias_name.as_deref())
@@ -190,17 +202,6 @@ impl TorchScript {
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// Shorter side before the centre crop to [`InputSpec::size`]: the file's `resize`, or the
-    /// input size itself up to 64 px and `size · 8/7` above (256 for 224).
-    pub fn resize(&self) -> u32 {
-        self.resize
-    }
-
-    /// The resize filter.
-    pub fn interpolation(&self) -> Interpolation {
-        self.interpolation
     }
 
     /// Runs the module and reads its `(features, logits)` output.
@@ -304,11 +305,6 @@ fn model_name(path: &Path) -> String {
         })
         .collect();
     format!("torchscript-{stem}")
-}
-
-/// The input size itself up to 64 px, `size · 8/7` above (torchvision's 256 for 224).
-pub fn default_resize(size: u32) -> u32 {
-    if size > 64 { size * 8 / 7 } else { size }
 }
 
 fn first_line(s: &str) -> &str {

@@ -143,9 +143,23 @@ impl WideResNet {
     pub fn load_safetensors(path: impl AsRef<Path>, device: Device) -> Result<Self> {
         let path = path.as_ref();
         let tensors = common::read_weights(path)?;
-        let n = common::count_blocks(&tensors, "block1.layer.") as i64;
-        let w = common::shape_of(&tensors, "block1.layer.0.conv1.weight", path)?;
-        let fc = common::shape_of(&tensors, "fc.weight", path)?;
+        let mut vs = nn::VarStore::new(device);
+        let model = Self::from_tensors(&vs.root(), &tensors, path)?;
+        common::load_strict(&mut vs, &tensors, path)?;
+        vs.freeze();
+        Ok(model)
+    }
+
+    /// Builds (without loading) the WRN-d-k whose depth, width and class count the tensors of
+    /// `path` describe, with dropout 0.
+    pub(crate) fn from_tensors(
+        vs: &nn::Path<'_>,
+        tensors: &std::collections::HashMap<String, Tensor>,
+        path: &Path,
+    ) -> Result<Self> {
+        let n = common::count_blocks(tensors, "block1.layer.") as i64;
+        let w = common::shape_of(tensors, "block1.layer.0.conv1.weight", path)?;
+        let fc = common::shape_of(tensors, "fc.weight", path)?;
         if n == 0 || w[0] % 16 != 0 {
             return Err(Error::Weights {
                 path: path.to_path_buf(),
@@ -155,11 +169,7 @@ impl WideResNet {
                 ),
             });
         }
-        let mut vs = nn::VarStore::new(device);
-        let model = Self::new(&vs.root(), fc[0], 6 * n + 4, w[0] / 16, 0.0)?;
-        common::load_strict(&mut vs, &tensors, path)?;
-        vs.freeze();
-        Ok(model)
+        Self::new(vs, fc[0], 6 * n + 4, w[0] / 16, 0.0)
     }
 
     /// `(features (n, 64k), logits (n, K))`; `train` enables dropout and BN batch statistics.

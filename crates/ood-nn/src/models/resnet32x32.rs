@@ -26,19 +26,19 @@ use crate::{Error, Result};
 
 /// Which CIFAR ResNet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CifarResNetDepth {
+pub enum ResNet32x32Depth {
     /// Block counts 2-2-2-2.
     R18,
     /// Block counts 3-4-6-3.
     R34,
 }
 
-impl CifarResNetDepth {
+impl ResNet32x32Depth {
     /// BasicBlocks per stage.
     pub fn blocks(self) -> [usize; 4] {
         match self {
-            CifarResNetDepth::R18 => [2, 2, 2, 2],
-            CifarResNetDepth::R34 => [3, 4, 6, 3],
+            ResNet32x32Depth::R18 => [2, 2, 2, 2],
+            ResNet32x32Depth::R34 => [3, 4, 6, 3],
         }
     }
 }
@@ -84,20 +84,20 @@ impl BasicBlock {
 
 /// OpenOOD's CIFAR ResNet-18 / ResNet-34 (`ResNet18_32x32`).
 #[derive(Debug)]
-pub struct CifarResNet {
+pub struct ResNet32x32 {
     conv1: nn::Conv2D,
     bn1: nn::BatchNorm,
     layers: Vec<Vec<BasicBlock>>,
     fc: nn::Linear,
-    depth: CifarResNetDepth,
+    depth: ResNet32x32Depth,
 }
 
-impl CifarResNet {
+impl ResNet32x32 {
     /// Builds the network under `vs` with fresh weights.
     pub fn new(
         vs: &nn::Path<'_>,
         num_classes: i64,
-        depth: CifarResNetDepth,
+        depth: ResNet32x32Depth,
         init: ConvInit,
     ) -> Self {
         let conv1 = common::conv2d(vs / "conv1", 3, 64, 3, 1, 1, init);
@@ -120,7 +120,7 @@ impl CifarResNet {
             layers.push(blocks);
         }
         let fc = common::linear(vs / "fc", 512, num_classes, false);
-        CifarResNet {
+        ResNet32x32 {
             conv1,
             bn1,
             layers,
@@ -134,7 +134,7 @@ impl CifarResNet {
         Self::new(
             vs,
             num_classes,
-            CifarResNetDepth::R18,
+            ResNet32x32Depth::R18,
             ConvInit::PyTorchDefault,
         )
     }
@@ -144,7 +144,7 @@ impl CifarResNet {
         Self::new(
             vs,
             num_classes,
-            CifarResNetDepth::R34,
+            ResNet32x32Depth::R34,
             ConvInit::PyTorchDefault,
         )
     }
@@ -158,8 +158,8 @@ impl CifarResNet {
             .map(|s| common::count_blocks(&tensors, &format!("layer{s}.")))
             .collect();
         let depth = match counts.as_slice() {
-            [2, 2, 2, 2] => CifarResNetDepth::R18,
-            [3, 4, 6, 3] => CifarResNetDepth::R34,
+            [2, 2, 2, 2] => ResNet32x32Depth::R18,
+            [3, 4, 6, 3] => ResNet32x32Depth::R34,
             other => {
                 return Err(Error::Weights {
                     path: path.to_path_buf(),
@@ -197,7 +197,7 @@ impl CifarResNet {
     }
 
     /// Which depth this is.
-    pub fn depth(&self) -> CifarResNetDepth {
+    pub fn depth(&self) -> ResNet32x32Depth {
         self.depth
     }
 

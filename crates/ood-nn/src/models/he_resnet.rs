@@ -20,10 +20,9 @@
 //! Checked against PyTorch logits on 1,000 CIFAR-10 test images (tests/golden_resnet20.rs).
 
 use crate::error::{Error, Result};
-use crate::network::{Forward, InputSpec, Network};
-use std::path::Path;
+use crate::models::common::{self, ConvInit};
+use tch::Tensor;
 use tch::nn;
-use tch::{Device, Tensor};
 
 /// ImageNet channel means used by the akamaster training script.
 pub const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -36,28 +35,17 @@ pub fn blocks_for_depth(depth: usize) -> Result<usize> {
     match depth {
         8 | 14 | 20 | 32 | 44 | 56 | 110 | 1202 => Ok((depth - 2) / 6),
         _ => Err(Error::Config(format!(
-            "akamaster cifar resnet depth must be 8, 14, 20, 32, 44, 56, 110 or 1202, got {depth}"
+            "He et al. CIFAR ResNet depth must be 8, 14, 20, 32, 44, 56, 110 or 1202, got {depth}"
         ))),
     }
 }
 
-fn conv3x3(p: nn::Path, cin: i64, cout: i64, stride: i64) -> nn::Conv2D {
-    let cfg = nn::ConvConfig {
-        stride,
-        padding: 1,
-        bias: false,
-        ..Default::default()
-    };
-    nn::conv2d(p, cin, cout, 3, cfg)
-}
+/// akamaster's `_weights_init`: `kaiming_normal_` (fan-in, gain √2) on every conv and linear
+/// weight; PyTorch's defaults elsewhere (BatchNorm weight 1 / bias 0, linear bias U(±1/√fan_in)).
+const INIT: ConvInit = ConvInit::KaimingNormalFanIn;
 
-fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
-    let cfg = nn::BatchNormConfig {
-        eps: 1e-5,
-        momentum: 0.1,
-        ..Default::default()
-    };
-    nn::batch_norm2d(p, c, cfg)
+fn conv3x3(p: nn::Path, cin: i64, cout: i64, stride: i64) -> nn::Conv2D {
+    common::conv2d(p, cin, cout, 3, stride, 1, INIT)
 }
 
 #[derive(Debug)]
@@ -75,9 +63,9 @@ impl BasicBlock {
         let shortcut_pad = (stride != 1 || cin != planes).then_some(planes / 4);
         BasicBlock {
             conv1: conv3x3(p / "conv1", cin, planes, stride),
-            bn1: bn(p / "bn1", planes),
+            bn1: common::batch_norm2d(p / "bn1", planes),
             conv2: conv3x3(p / "conv2", planes, planes, 1),
-            bn2: bn(p / "bn2", planes),
+            bn2: common::batch_norm2d(p / "bn2", planes),
             shortcut_pad,
         }
     }
@@ -100,10 +88,9 @@ impl BasicBlock {
     }
 }
 
-/// An akamaster CIFAR ResNet (depth 20, 32, 44, 56, ...) with its weights.
+/// A He et al. CIFAR ResNet (depth 6n+2: 8, 14, 20, 32, 44, 56, ...) as akamaster released it.
 #[derive(Debug)]
-pub struct CifarResNet {
-    vs: nn::VarStore,
+pub struct HeResNet {
     depth: usize,
     conv1: nn::Conv2D,
     bn1: nn::BatchNorm,
@@ -111,27 +98,24 @@ pub struct CifarResNet {
     linear: nn::Linear,
 }
 
-impl CifarResNet {
-    /// Builds the architecture with freshly initialised weights on `device`.
-    pub fn new(depth: usize, num_classes: i64, device: Device) -> Result<Self> {
+impl HeResNet {
+    /// Builds the network under `vs` with fresh weights (akamaster's initialisation).
+    pub fn new(vs: &nn::Path<'_>, num_classes: i64, depth: usize) -> Result<Self> {
         let n = blocks_for_depth(depth)?;
-        let vs = nn::VarStore::new(device);
-        let root = vs.root();
-        let conv1 = conv3x3(&root / "conv1", 3, 16, 1);
-        let bn1 = bn(&root / "bn1", 16);
+        let conv1 = conv3x3(vs / "conv1", 3, 16, 1);
+        let bn1 = common::batch_norm2d(vs / "bn1", 16);
         let mut blocks = Vec::with_capacity(3 * n);
         let mut cin = 16;
         for (stage, planes) in [16i64, 32, 64].into_iter().enumerate() {
-            let lp = &root / format!("layer{}", stage + 1);
+            let lp = vs / format!("layer{}", stage + 1);
             for i in 0..n {
                 let stride = if stage > 0 && i == 0 { 2 } else { 1 };
                 blocks.push(BasicBlock::new(&(&lp / i), cin, planes, stride));
                 cin = planes;
             }
         }
-        let linear = nn::linear(&root / "linear", 64, num_classes, Default::default());
-        Ok(CifarResNet {
-            vs,
+        let linear = common::linear_with(vs / "linear", 64, num_classes, Some(INIT), false);
+        Ok(HeResNet {
             depth,
             conv1,
             bn1,
@@ -140,79 +124,25 @@ impl CifarResNet {
         })
     }
 
-    /// Builds the architecture and loads weights from a safetensors file (names as in the
-    /// module doc). The number of classes is read from `linear.weight`.
-    pub fn load(depth: usize, weights: &Path, device: Device) -> Result<Self> {
-        let tensors = crate::models::common::read_weights(weights)?;
-        let classes = match tensors.get("linear.weight").map(Tensor::size) {
-            Some(shape) if shape.len() == 2 => shape[0],
-            Some(shape) => {
-                return Err(Error::Weights {
-                    path: weights.to_path_buf(),
-                    reason: format!("tensor 'linear.weight' must be 2-d, found shape {shape:?}"),
-                });
-            }
-            None => {
-                return Err(Error::Weights {
-                    path: weights.to_path_buf(),
-                    reason: "missing tensor 'linear.weight'".into(),
-                });
-            }
-        };
-        let mut net = CifarResNet::new(depth, classes, device)?;
-        crate::models::common::load_strict(&mut net.vs, &tensors, weights)?;
-        Ok(net)
-    }
-
-    /// The variable store holding the parameters and BN statistics.
-    pub fn var_store(&self) -> &nn::VarStore {
-        &self.vs
-    }
-
-    /// Mutable access to the variable store (for training).
-    pub fn var_store_mut(&mut self) -> &mut nn::VarStore {
-        &mut self.vs
-    }
-
     /// Network depth (20, 32, 44, 56, ...).
     pub fn depth(&self) -> usize {
         self.depth
     }
 
-    /// Penultimate features `(n, 64)`: the global average of the last stage.
-    pub fn features_t(&self, x: &Tensor, train: bool) -> Tensor {
+    /// `(features (n, 64), logits (n, K))` for normalised images `(n, 3, 32, 32)`: features are
+    /// the global average of the last stage.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> (Tensor, Tensor) {
         let mut out = x.apply(&self.conv1).apply_t(&self.bn1, train).relu();
         for b in &self.blocks {
             out = b.forward_t(&out, train);
         }
-        out.mean_dim([2i64, 3].as_slice(), false, tch::Kind::Float)
-    }
-}
-
-impl Network for CifarResNet {
-    fn name(&self) -> String {
-        format!("resnet{}", self.depth)
-    }
-
-    fn forward_t(&self, images: &Tensor, train: bool) -> Forward {
-        let features = self.features_t(images, train);
+        let features = out.mean_dim([2i64, 3].as_slice(), false, tch::Kind::Float);
         let logits = features.apply(&self.linear);
-        Forward { features, logits }
+        (features, logits)
     }
 
-    fn head(&self) -> Result<ood_core::Head> {
-        crate::network::head_from_linear(&self.linear)
-    }
-
-    fn input_spec(&self) -> InputSpec {
-        InputSpec {
-            size: 32,
-            mean: MEAN,
-            std: STD,
-        }
-    }
-
-    fn device(&self) -> Device {
-        self.vs.device()
+    /// A copy of the final linear layer.
+    pub fn head(&self) -> Result<ood_core::Head> {
+        common::head_of(&self.linear)
     }
 }

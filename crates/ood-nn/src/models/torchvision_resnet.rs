@@ -7,8 +7,8 @@
 //! (512·expansion: 512 for BasicBlock, 2048 for Bottleneck) → Linear. Bottleneck: 1×1 conv (planes) →
 //! BN → ReLU → 3×3 conv (planes, stride s) → BN → ReLU → 1×1 conv (4·planes) → BN, + shortcut, ReLU.
 //! Shortcut `downsample` = 1×1 conv (stride s, no bias) + BN when stride ≠ 1 or channels change.
-//! OpenOOD's ImageNet-200 `ResNet18_224x224` subclasses torchvision's ResNet (BasicBlock, 2-2-2-2),
-//! so [`ResNet::resnet18`] loads it. TagFog's ImageNet-100 ResNets use `AvgPool2d(7)`, equal to the
+//! OpenOOD's ImageNet-200 `ResNet18_224x224` subclasses torchvision's TorchvisionResNet (BasicBlock, 2-2-2-2),
+//! so [`TorchvisionResNet::resnet18`] loads it. TagFog's ImageNet-100 ResNets use `AvgPool2d(7)`, equal to the
 //! global average on 224×224 inputs.
 //!
 //! Tensor names: `conv1.weight`, `bn1.*`, `layer{1..4}.{i}.conv{1,2,3}.weight`,
@@ -108,9 +108,9 @@ impl Block {
     }
 }
 
-/// A torchvision-layout ResNet.
+/// A torchvision-layout TorchvisionResNet.
 #[derive(Debug)]
-pub struct ResNet {
+pub struct TorchvisionResNet {
     conv1: nn::Conv2D,
     bn1: nn::BatchNorm,
     layers: Vec<Vec<Block>>,
@@ -119,8 +119,8 @@ pub struct ResNet {
     blocks: [usize; 4],
 }
 
-impl ResNet {
-    /// Builds a ResNet with `blocks` residual blocks of `kind` per stage and fresh (torchvision) weights.
+impl TorchvisionResNet {
+    /// Builds a TorchvisionResNet with `blocks` residual blocks of `kind` per stage and fresh (torchvision) weights.
     pub fn new(vs: &nn::Path<'_>, num_classes: i64, kind: BlockKind, blocks: [usize; 4]) -> Self {
         let init = ConvInit::KaimingNormalFanOut;
         let conv1 = common::conv2d(vs / "conv1", 3, 64, 7, 2, 3, init);
@@ -144,7 +144,7 @@ impl ResNet {
             layers.push(v);
         }
         let fc = common::linear(vs / "fc", 512 * kind.expansion(), num_classes, false);
-        ResNet {
+        TorchvisionResNet {
             conv1,
             bn1,
             layers,

@@ -1,0 +1,90 @@
+//! What each detector reads: penultimate features, logits, the head's weights, labels of the fit
+//! data, negative labels. Front ends (the Python package, `ood list detectors`) use it to ask for
+//! exactly the inputs a detector needs; the match is exhaustive, so a new detector must say what
+//! it needs here.
+
+use super::DetectorSpec;
+use serde::{Deserialize, Serialize};
+
+/// The inputs a detector reads (fit and score alike, except `labels`, which only fitting reads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Needs {
+    /// The `(n, d)` penultimate features (or image embeddings).
+    pub features: bool,
+    /// The `(n, c)` logits (given, or computed from the head).
+    pub logits: bool,
+    /// The head's weight and bias themselves (not only its shape).
+    pub head: bool,
+    /// Class labels of the fit data.
+    pub labels: bool,
+    /// Negative-label embeddings (`neg_label`'s `negatives`).
+    pub negatives: bool,
+}
+
+impl Needs {
+    const fn new(features: bool, logits: bool, head: bool, labels: bool) -> Needs {
+        Needs {
+            features,
+            logits,
+            head,
+            labels,
+            negatives: false,
+        }
+    }
+
+    /// The names of the needed inputs, in a fixed order (`features`, `logits`, `head`, `labels`,
+    /// `negatives`).
+    pub fn names(&self) -> Vec<&'static str> {
+        [
+            (self.features, "features"),
+            (self.logits, "logits"),
+            (self.head, "head"),
+            (self.labels, "labels"),
+            (self.negatives, "negatives"),
+        ]
+        .into_iter()
+        .filter_map(|(on, n)| on.then_some(n))
+        .collect()
+    }
+}
+
+impl DetectorSpec {
+    /// What this detector reads (see [`Needs`]).
+    pub fn needs(&self) -> Needs {
+        use DetectorSpec::*;
+        match self {
+            Msp(_) | MaxLogit(_) | Energy(_) | Gen(_) | Klm(_) => {
+                Needs::new(false, true, false, false)
+            }
+            GradNorm(_) | NnGuide(_) => Needs::new(true, true, false, false),
+            React(_) | Ash(_) | Scale(_) | Dice(_) | Mcm(_) | Residual(_) => {
+                Needs::new(true, false, true, false)
+            }
+            Fdbd(_) | Vim(_) => Needs::new(true, true, true, false),
+            She(_) => Needs::new(true, true, false, true),
+            Knn(_) => Needs::new(true, false, false, false),
+            Mahalanobis(_) | Rmds(_) => Needs::new(true, false, false, true),
+            NegLabel(_) => Needs {
+                negatives: true,
+                ..Needs::new(true, false, true, false)
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_detector_reads_something_and_names_are_ordered() {
+        for d in DetectorSpec::all_defaults() {
+            let n = d.needs();
+            assert!(n.features || n.logits, "{}", d.name());
+        }
+        let n = DetectorSpec::from_name("neg_label", &[]).unwrap().needs();
+        assert_eq!(n.names(), vec!["features", "head", "negatives"]);
+        let n = DetectorSpec::from_name("mahalanobis", &[]).unwrap().needs();
+        assert_eq!(n.names(), vec!["features", "labels"]);
+    }
+}

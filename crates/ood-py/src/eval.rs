@@ -1,0 +1,508 @@
+//! `evaluate`: the `ood eval` run from Python — fit every detector once, score the ID test set
+//! and every OOD set, metrics with near/far means ([`ood_core::benchmark::run`]), optionally
+//! OpenOOD's parameter search first ([`ood_core::benchmark::sweep`]), and the CLI's reports
+//! ([`ood_core::report`]).
+
+use crate::convert::{Mat, MatView, Vec1};
+use crate::fitted::{Given, fit_inputs, head_from, score_inputs};
+use crate::{check_threads, compute, core_err, params_dict, spec_from_json, value_err};
+use ndarray::Array2;
+use numpy::{IntoPyArray, PyReadonlyArray1};
+use ood_core::benchmark::{self, BenchmarkInput, BenchmarkResult, Group, OodSet};
+use ood_core::detectors::Needs;
+use ood_core::metrics::Convention;
+use ood_core::{DetectorSpec, FeatureFile, Features, FitData, Head, hashing, report};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// One data set: a feature file, or `(features, logits, labels)` arrays (each may be `None`).
+#[derive(FromPyObject)]
+pub enum SetArg<'py> {
+    /// A feature file (the CLI's format).
+    Path(PathBuf),
+    /// In-memory arrays.
+    Arrays(
+        Option<Mat<'py>>,
+        Option<Mat<'py>>,
+        Option<PyReadonlyArray1<'py, i64>>,
+    ),
+}
+
+/// A borrowed [`SetArg`] that can cross into the GIL-free closure.
+enum SetView<'a> {
+    Path(PathBuf),
+    Arrays(Option<MatView<'a>>, Option<MatView<'a>>, Option<Vec<i64>>),
+}
+
+impl SetArg<'_> {
+    fn view(&self) -> SetView<'_> {
+        match self {
+            SetArg::Path(p) => SetView::Path(p.clone()),
+            SetArg::Arrays(x, z, y) => SetView::Arrays(
+                x.as_ref().map(Mat::view),
+                z.as_ref().map(Mat::view),
+                y.as_ref().map(|y| y.as_array().to_vec()),
+            ),
+        }
+    }
+}
+
+/// The classifier head: a head file, or `(weight, bias)` arrays (bias may be `None`).
+#[derive(FromPyObject)]
+pub enum HeadArg<'py> {
+    /// A head file.
+    Path(PathBuf),
+    /// In-memory arrays.
+    Arrays(Mat<'py>, Option<Vec1<'py>>),
+}
+
+/// Names of the detectors in `specs` for which `pick` holds, comma-separated.
+fn needers(specs: &[DetectorSpec], pick: impl Fn(&Needs) -> bool) -> String {
+    specs
+        .iter()
+        .filter(|s| pick(&s.needs()))
+        .map(|s| s.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Shape and content hash of in-memory features (for the run's configuration).
+fn describe_features(f: &Features) -> Value {
+    let mut bytes = Vec::with_capacity(4 * (f.embeddings.len() + f.logits.len()));
+    for v in f.embeddings.iter().chain(f.logits.iter()) {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    if let Some(l) = &f.labels {
+        for v in l {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    json!({
+        "source": "array",
+        "sha256_f32le": hashing::sha256_bytes(&bytes),
+        "rows": f.len(),
+        "dim": f.dim(),
+        "classes": f.num_classes(),
+        "labels": f.labels.is_some(),
+    })
+}
+
+/// Shape and hash of a feature file, as `ood eval` records it.
+fn describe_file(path: &Path) -> PyResult<Value> {
+    let f = FeatureFile::open(path).map_err(core_err)?;
+    Ok(json!({
+        "path": path.display().to_string(),
+        "sha256": hashing::sha256_file(path).map_err(core_err)?,
+        "rows": f.len(),
+        "dim": f.dim(),
+        "classes": f.num_classes(),
+        "labels": f.has_labels(),
+        "metadata": f.metadata(),
+    }))
+}
+
+/// Loads or builds one scored set against `head`.
+fn score_set(
+    name: &str,
+    set: &SetView<'_>,
+    specs: &[DetectorSpec],
+    needs: Needs,
+    head: &Head,
+    head_given: bool,
+) -> PyResult<(Features, Value)> {
+    match set {
+        SetView::Path(p) => {
+            let f = Features::load(p).map_err(core_err)?;
+            head.check(&f)
+                .map_err(|e| value_err(format!("{name}: {}: {e}", p.display())))?;
+            Ok((f, describe_file(p)?))
+        }
+        SetView::Arrays(x, z, y) => {
+            let p = format!("{name}: ");
+            let who = needers(specs, |_| true);
+            let mut f = score_inputs(&p, &who, needs, x.as_ref(), z.as_ref(), head, head_given)?;
+            if let Some(y) = y {
+                if y.len() != f.len() {
+                    return Err(value_err(format!(
+                        "{name}: labels: {} labels for {} samples",
+                        y.len(),
+                        f.len()
+                    )));
+                }
+                f.labels = Some(y.clone());
+            }
+            let d = describe_features(&f);
+            Ok((f, d))
+        }
+    }
+}
+
+/// The fit data: a file (streamed, as `ood eval` does) or arrays.
+enum Fit {
+    File(FeatureFile),
+    Memory(Features),
+}
+
+impl Fit {
+    fn data(&self) -> FitData<'_> {
+        match self {
+            Fit::File(f) => FitData::File(f),
+            Fit::Memory(f) => FitData::Memory(f),
+        }
+    }
+}
+
+/// `evaluate(fit, id, ood, detectors, head, fit_val, negatives, convention, sweep, threads,
+/// title)`: see `oodkit.evaluate`.
+#[pyfunction]
+#[pyo3(signature = (fit, id, ood, detectors, head = None, fit_val = None, negatives = None,
+                    convention = "openood", sweep = None, threads = None,
+                    title = "oodkit evaluation"))]
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate(
+    py: Python<'_>,
+    fit: SetArg<'_>,
+    id: SetArg<'_>,
+    ood: Vec<(String, Option<String>, SetArg<'_>)>,
+    detectors: Vec<(String, String)>,
+    head: Option<HeadArg<'_>>,
+    fit_val: Option<SetArg<'_>>,
+    negatives: Option<Mat<'_>>,
+    convention: &str,
+    sweep: Option<(SetArg<'_>, SetArg<'_>)>,
+    threads: Option<i64>,
+    title: &str,
+) -> PyResult<EvalResult> {
+    let threads = check_threads(threads)?;
+    let convention: Convention = convention.parse().map_err(core_err)?;
+    if ood.is_empty() {
+        return Err(value_err("ood: no OOD sets"));
+    }
+    if detectors.is_empty() {
+        return Err(value_err("detectors: no detectors to run"));
+    }
+    let mut groups = Vec::new();
+    for (name, g, _) in &ood {
+        groups.push(match g.as_deref() {
+            None => None,
+            Some("near") => Some(Group::Near),
+            Some("far") => Some(Group::Far),
+            Some(other) => {
+                return Err(value_err(format!(
+                    "ood: group of '{name}' must be 'near', 'far' or None, got '{other}'"
+                )));
+            }
+        });
+    }
+    let fit = fit.view();
+    let fit_val = fit_val.as_ref().map(SetArg::view);
+    let id = id.view();
+    let sets: Vec<(String, Option<Group>, SetView<'_>)> = ood
+        .iter()
+        .zip(groups)
+        .map(|((n, _, s), g)| (n.clone(), g, s.view()))
+        .collect();
+    let sweep = sweep.as_ref().map(|(a, b)| (a.view(), b.view()));
+    let head_view = match &head {
+        None => None,
+        Some(HeadArg::Path(p)) => Some(Err(p.clone())),
+        Some(HeadArg::Arrays(w, b)) => Some(Ok((w.view(), b.as_ref().map(Vec1::view)))),
+    };
+    let neg = negatives.as_ref().map(Mat::view);
+    let result = compute(py, threads, move || {
+        let negatives = neg.as_ref().map(|n| Arc::new(crate::convert::owned_f32(n)));
+        let mut specs = Vec::new();
+        for (name, params) in &detectors {
+            let n = (name == "neg_label").then(|| negatives.clone()).flatten();
+            specs.push(spec_from_json(name, params, n)?);
+        }
+        let mut needs = Needs {
+            features: false,
+            logits: false,
+            head: false,
+            labels: false,
+            negatives: false,
+        };
+        for s in &specs {
+            let n = s.needs();
+            needs.features |= n.features;
+            needs.logits |= n.logits;
+            needs.head |= n.head;
+            needs.labels |= n.labels;
+            needs.negatives |= n.negatives;
+        }
+        if needs.negatives && negatives.is_none() {
+            return Err(value_err(
+                "negatives: neg_label needs negative-label embeddings (m, d): pass negatives=",
+            ));
+        }
+        let mut head = match &head_view {
+            None => None,
+            Some(Err(p)) => Some(Head::load(p).map_err(core_err)?),
+            Some(Ok((w, b))) => Some(head_from(w, b.as_ref())?),
+        };
+        if needs.head && head.is_none() {
+            return Err(value_err(format!(
+                "head: needed by {}: pass head=(weight, bias) or a head file",
+                needers(&specs, |n| n.head)
+            )));
+        }
+        let mut files = BTreeMap::new();
+        // Fit data (and the head, when none was given: zeros of the fit data's shape).
+        let (fit_data, given) = match &fit {
+            SetView::Path(p) => {
+                let f = FeatureFile::open(p).map_err(core_err)?;
+                if needs.labels && !f.has_labels() {
+                    return Err(value_err(format!(
+                        "fit: {} has no labels, needed by {}",
+                        p.display(),
+                        needers(&specs, |n| n.labels)
+                    )));
+                }
+                files.insert("fit".to_string(), describe_file(p)?);
+                let given = Given {
+                    features: true,
+                    logits: true,
+                    head: head.is_some(),
+                    classes: true,
+                };
+                if head.is_none() {
+                    let (c, d) = (f.num_classes(), f.dim());
+                    head = Some(
+                        Head::new(Array2::zeros((c, d)), ndarray::Array1::zeros(c))
+                            .map_err(core_err)?,
+                    );
+                }
+                (Fit::File(f), given)
+            }
+            SetView::Arrays(x, z, y) => {
+                for (missing, what, pick) in [
+                    (
+                        x.is_none(),
+                        "features",
+                        (|n: &Needs| n.features) as fn(&Needs) -> bool,
+                    ),
+                    (z.is_none() && head.is_none(), "logits", |n: &Needs| {
+                        n.logits
+                    }),
+                    (y.is_none(), "labels", |n: &Needs| n.labels),
+                ] {
+                    if missing && pick(&needs) {
+                        return Err(value_err(format!(
+                            "fit: {what} needed by {}",
+                            needers(&specs, pick)
+                        )));
+                    }
+                }
+                let (f, h, given) = fit_inputs(
+                    "fit: ",
+                    "the detectors",
+                    needs,
+                    x.as_ref(),
+                    z.as_ref(),
+                    y.clone(),
+                    head.take(),
+                )?;
+                files.insert("fit".to_string(), describe_features(&f));
+                head = Some(h);
+                (Fit::Memory(f), given)
+            }
+        };
+        let head = head.expect("set above");
+        let fit_val = match &fit_val {
+            None => None,
+            Some(SetView::Path(p)) => {
+                files.insert("fit_val".to_string(), describe_file(p)?);
+                Some(Fit::File(FeatureFile::open(p).map_err(core_err)?))
+            }
+            Some(s) => {
+                let (f, d) = score_set("fit_val", s, &specs, needs, &head, given.head)?;
+                files.insert("fit_val".to_string(), d);
+                Some(Fit::Memory(f))
+            }
+        };
+        let (id_test, d) = score_set("id", &id, &specs, needs, &head, given.head)?;
+        files.insert("id_test".to_string(), d);
+        let mut ood_sets = Vec::new();
+        let mut names: Vec<&str> = Vec::new();
+        for (name, group, set) in &sets {
+            if names.contains(&name.as_str()) {
+                return Err(value_err(format!("ood: set name '{name}' is used twice")));
+            }
+            names.push(name);
+            let (f, mut d) = score_set(
+                &format!("ood['{name}']"),
+                set,
+                &specs,
+                needs,
+                &head,
+                given.head,
+            )?;
+            d["group"] = json!(group);
+            files.insert(format!("ood:{name}"), d);
+            ood_sets.push(OodSet {
+                name: name.clone(),
+                group: *group,
+                features: f,
+            });
+        }
+        let input = BenchmarkInput {
+            fit: fit_data.data(),
+            fit_val: fit_val.as_ref().map(Fit::data),
+            head: &head,
+            id_test: &id_test,
+            ood: &ood_sets,
+        };
+        let mut sweeps = Vec::new();
+        let mut warnings = Vec::new();
+        if let Some((vi, vo)) = &sweep {
+            let (val_id, d) = score_set("val_id", vi, &specs, needs, &head, given.head)?;
+            files.insert("sweep_val_id".to_string(), d);
+            let (val_ood, d) = score_set("val_ood", vo, &specs, needs, &head, given.head)?;
+            files.insert("sweep_val_ood".to_string(), d);
+            for s in specs.iter_mut() {
+                let outcome = benchmark::sweep(s, &input, &val_id, &val_ood)
+                    .map_err(|e| value_err(format!("parameter search for {}: {e}", s.name())))?;
+                if outcome.no_effect {
+                    warnings.push(format!(
+                        "the {} parameter search changed nothing: all {} candidates gave identical scores",
+                        s.name(),
+                        outcome.candidates.len()
+                    ));
+                }
+                *s = outcome.chosen.clone();
+                sweeps.push(json!({"detector": s.name(), "outcome": outcome}));
+            }
+        }
+        let result = benchmark::run(&input, &specs, convention, &mut |_| {}).map_err(core_err)?;
+        let config = json!({
+            "tool": "oodkit",
+            "version": env!("CARGO_PKG_VERSION"),
+            "command": "python: oodkit.evaluate",
+            "convention": convention,
+            "detectors": specs,
+            "sweep": sweeps,
+            "inputs": files,
+            "extra": {},
+        });
+        Ok(EvalResult {
+            result,
+            config,
+            title: title.to_string(),
+            warnings,
+        })
+    })?;
+    Ok(result)
+}
+
+/// The result of `evaluate` (wrapped by `oodkit.EvaluationResult`).
+#[pyclass(module = "oodkit._oodkit", frozen)]
+pub struct EvalResult {
+    result: BenchmarkResult,
+    config: Value,
+    title: String,
+    warnings: Vec<String>,
+}
+
+#[pymethods]
+impl EvalResult {
+    /// Metric rows: per-dataset rows then near/far means, detector by detector (fractions).
+    fn rows<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        for r in &self.result.rows {
+            let d = PyDict::new(py);
+            d.set_item("detector", &r.detector)?;
+            d.set_item("dataset", &r.dataset)?;
+            d.set_item("group", r.group.map(|g| g.to_string()))?;
+            d.set_item("is_mean", r.is_mean)?;
+            d.set_item("auroc", r.auroc)?;
+            d.set_item("fpr95", r.fpr95)?;
+            d.set_item("aupr_in", r.aupr_in)?;
+            d.set_item("aupr_out", r.aupr_out)?;
+            out.append(d)?;
+        }
+        Ok(out)
+    }
+
+    /// The stable JSON result object (`ood eval`'s `results.json`), pretty-printed.
+    fn to_json(&self) -> String {
+        serde_json::to_string_pretty(&report::json(&self.result)).expect("JSON values serialise")
+            + "\n"
+    }
+
+    /// The resolved configuration (detectors as run, sweep outcomes, input shapes and hashes)
+    /// as JSON text (`ood eval`'s `config.json`).
+    fn config_json(&self) -> String {
+        serde_json::to_string_pretty(&self.config).expect("JSON values serialise") + "\n"
+    }
+
+    /// The CSV table (`ood eval`'s `results.csv`).
+    fn to_csv(&self) -> String {
+        report::csv(&self.result)
+    }
+
+    /// The terminal table `ood eval` prints.
+    fn text_table(&self) -> String {
+        report::text_table(&self.result)
+    }
+
+    /// The self-contained HTML report (`ood eval`'s `report.html`).
+    fn to_html(&self) -> PyResult<String> {
+        report::html(&self.title, &self.result, &self.config).map_err(core_err)
+    }
+
+    /// Warnings of the run (e.g. a parameter search that changed nothing).
+    #[getter]
+    fn warnings(&self) -> Vec<String> {
+        self.warnings.clone()
+    }
+
+    /// Classifier accuracy on the ID test set, when it has labels.
+    #[getter]
+    fn id_accuracy(&self) -> Option<f64> {
+        self.result.id_accuracy
+    }
+
+    /// The metric convention.
+    #[getter]
+    fn convention(&self) -> &'static str {
+        self.result.convention.name()
+    }
+
+    /// The detectors as run: `[(name, params)]` (after the parameter search, when one ran).
+    fn detectors<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        for s in &self.result.detectors {
+            out.append((s.name(), params_dict(py, s)?))?;
+        }
+        Ok(out)
+    }
+
+    /// Scores: `{detector: {"id": array, "ood": {set: array}}}` (copies).
+    fn scores<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let out = PyDict::new(py);
+        for s in &self.result.scores {
+            let d = PyDict::new(py);
+            d.set_item("id", s.id.clone().into_pyarray(py))?;
+            let o = PyDict::new(py);
+            for (name, a) in &s.ood {
+                o.set_item(name, a.clone().into_pyarray(py))?;
+            }
+            d.set_item("ood", o)?;
+            out.set_item(&s.detector, d)?;
+        }
+        Ok(out)
+    }
+}
+
+/// Writes `text` to `path` atomically (temporary file + rename), as the CLI writes its reports.
+#[pyfunction]
+pub fn write_text_atomic(py: Python<'_>, path: PathBuf, text: &str) -> PyResult<()> {
+    compute(py, None, || {
+        ood_core::atomic_file::write_bytes_atomic(&path, text.as_bytes()).map_err(core_err)
+    })
+}
