@@ -27,6 +27,7 @@ pub mod detectors;
 pub mod error;
 pub mod features;
 pub mod hashing;
+pub(crate) mod kernels;
 pub mod linalg;
 pub mod metrics;
 pub mod neg_mining;

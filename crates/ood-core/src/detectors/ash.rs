@@ -28,10 +28,10 @@
 //! file does: it needs no fit statistics. Features are expected to be non-negative (post-ReLU).
 
 use super::DetectorParams;
-use super::react::energies;
 use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores};
 use crate::error::{Error, Result};
 use crate::features::{Features, FitData, Head};
+use crate::kernels::logits::energies;
 use ndarray::{Array1, Array2};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

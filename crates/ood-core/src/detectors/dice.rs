@@ -12,10 +12,11 @@
 //! The mean is accumulated in f64 while streaming the fit data in chunks.
 
 use super::DetectorParams;
-use super::react::{energies, percentile};
 use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores};
 use crate::error::{Error, Result};
 use crate::features::{DEFAULT_CHUNK_ROWS, Features, FitData, Head};
+use crate::kernels::logits::energies;
+use crate::kernels::percentile::percentile;
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 

@@ -15,14 +15,15 @@
 //! * OpenOOD's normaliser `x/‖x‖ + 1e-10` adds `1e-10` per component; its effect on the inner
 //!   products is below f32 resolution and we use plain `x/‖x‖`.
 //!
-//! The exact inner-product search is the blocked GEMM + top-k of `knn.rs` (largest inner
-//! products). Checked against NumPy + faiss `IndexFlatIP` (`tests/data/posthoc_reference_b.py`).
+//! The exact inner-product search is the blocked GEMM + top-k of `kernels/neighbours.rs`
+//! (largest inner products). Checked against NumPy + faiss `IndexFlatIP`
+//! (`tests/data/posthoc_reference_b.py`).
 
 use super::DetectorParams;
-use super::knn::{Bank, Metric, Tiles, search_smallest};
 use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores, logsumexp};
 use crate::error::{Error, Result};
 use crate::features::{Features, FitData, Head};
+use crate::kernels::neighbours::{Bank, Metric, Tiles, search_smallest};
 use crate::linalg::normalize_rows;
 use ndarray::Array1;
 use serde::{Deserialize, Serialize};

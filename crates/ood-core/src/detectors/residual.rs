@@ -3,8 +3,8 @@
 //!
 //! Fit: origin `u = −pinv(W)·b`, `Σ = mean (h − u)(h − u)ᵀ`, residual space `P⊥` = eigenvectors
 //! after the first `D` (descending eigenvalues), exactly as [`Vim`](super::Vim) (shared code in
-//! `vim.rs`). OpenOOD fits it on ID **val**, not train (spec 3.1 and 10.6): pass the val features
-//! as fit data.
+//! `kernels/residual_space.rs`). OpenOOD fits it on ID **val**, not train (spec 3.1 and 10.6):
+//! pass the val features as fit data.
 //! Score: `s(h) = −‖P⊥ᵀ(h − u)‖`. Higher = more in-distribution.
 //!
 //! `dim` (`D`): `None` (default) = the ViM paper's rule (1000 for `d ≥ 2048`, 512 for
@@ -13,10 +13,10 @@
 //! Checked against NumPy (`tests/data/posthoc_reference_b.py`).
 
 use super::DetectorParams;
-use super::vim::{ResidualSpace, fit_residual_space};
 use crate::detector::{Detector, Scorer, check_input, check_scores};
 use crate::error::Result;
 use crate::features::{Features, FitData, Head};
+use crate::kernels::residual_space::{ResidualSpace, fit_residual_space};
 use ndarray::Array1;
 use serde::{Deserialize, Serialize};
 

@@ -9,16 +9,19 @@
 //! `s(h) = max_c (d₀ − d_c) = d₀ − min_c d_c`. Higher = more in-distribution. No
 //! hyper-parameters (`rmds.yml`), so no sweep.
 //!
-//! Shares the streamed f64 statistics of `mahalanobis.rs` (one pass, one chunk in memory);
-//! classes without fit samples are left out of the min, labels outside `0..c` are an error.
+//! Shares the streamed f64 statistics of `kernels/class_stats.rs` with
+//! [`Mahalanobis`](super::Mahalanobis) (one pass, one chunk in memory); classes without fit
+//! samples are left out of the min, labels outside `0..c` are an error.
 //! Checked against NumPy/scikit-learn (`tests/data/posthoc_reference_b.py`,
 //! `tests/posthoc_golden_b.rs`).
 
 use super::DetectorParams;
-use super::mahalanobis::{SCORE_BLOCK, fit_class_stats, pinv_rtol, sq_mahalanobis, to_f64_rows};
 use crate::detector::{Detector, Scorer, check_input, check_scores};
 use crate::error::Result;
 use crate::features::{Features, FitData, Head};
+use crate::kernels::class_stats::{
+    SCORE_BLOCK, fit_class_stats, pinv_rtol, sq_mahalanobis, to_f64_rows,
+};
 use crate::linalg::pinvh;
 use ndarray::{Array1, Array2, s};
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,18 @@
+//! Row-wise functions of logit matrices.
+//!
+//! [`energies`] is the energy score `lse(z)` of every row of a logit matrix, computed with
+//! [`logsumexp`]. Used by the detectors that reshape features or weights and then score the
+//! recomputed logits with energy: [`ReAct`](crate::detectors::ReAct),
+//! [`Dice`](crate::detectors::Dice), [`Ash`](crate::detectors::Ash) and
+//! [`Scale`](crate::detectors::Scale).
+
+use crate::detector::logsumexp;
+use ndarray::{Array1, Array2};
+
+/// `lse` of every row of a logit matrix.
+pub(crate) fn energies(z: &Array2<f32>) -> Array1<f32> {
+    z.rows()
+        .into_iter()
+        .map(|r| logsumexp(&r.to_vec()) as f32)
+        .collect()
+}
