@@ -320,10 +320,10 @@ pub struct DemoRunArgs {
 const DEMO_HELP: &str = "\
 The built-in benchmark needs only what `bash scripts/setup` installs: Fashion-MNIST from the Debian
 package dataset-fashion-mnist (ID: t-shirt/top, trouser, pullover, sandal, sneaker, bag; near OOD:
-the test images of dress, coat, shirt, ankle boot, never trained on), and far OOD from the project's
-venv: scikit-learn's handwritten digits upsampled to 28x28, crops of scikit-image's textures and
-photos, and 4x4 jigsaw-shuffled ID test images. The venv is found through PATH (`. scripts/env`),
-$OOD_VENV or $OOD_SITE_PACKAGES.
+the test images of dress, coat, shirt, ankle boot, never trained on), and far OOD: scikit-learn's
+handwritten digits upsampled to 28x28, crops of scikit-image's textures and photos (copied by the
+setup from their PyPI wheels into .deps/demo; $OOD_DEMO_DATA names another folder), and 4x4
+jigsaw-shuffled ID test images.
 
 Your own data instead:
   ood demo --train folder:my/train --test folder:my/test --near similar=folder:my/near \\

@@ -23,15 +23,12 @@ fn fmnist_available() -> bool {
 }
 
 fn venv_available() -> bool {
-    let found = std::env::var_os("OOD_SITE_PACKAGES").is_some()
-        || std::env::var_os("OOD_VENV").is_some()
-        || std::env::var_os("PATH").is_some_and(|p| {
-            std::env::split_paths(&p)
-                .any(|d| d.join("python").is_file() && d.join("activate").is_file())
-        });
+    let found = ood_nn::demo::demo_data_dir()
+        .join("digits.csv.gz")
+        .is_file();
     if !found {
         common::skip(
-            "SKIP: no Python venv on PATH for the demo's far-OOD images: run . scripts/env",
+            "SKIP: the demo's far-OOD files are not in .deps/demo (or $OOD_DEMO_DATA): run bash scripts/setup",
         );
     }
     found

@@ -111,6 +111,17 @@ pub struct BenchmarkResult {
     pub scores: Vec<DetectorScores>,
 }
 
+impl BenchmarkResult {
+    /// Appends the rows, scores and detectors of a run on other inputs of the same benchmark
+    /// (e.g. vision-language detectors on a text encoder's embeddings of the same images); the
+    /// ID accuracy and convention stay this run's.
+    pub fn merge(&mut self, other: BenchmarkResult) {
+        self.rows.extend(other.rows);
+        self.scores.extend(other.scores);
+        self.detectors.extend(other.detectors);
+    }
+}
+
 impl Row {
     fn new(dataset: &str, group: Option<Group>, detector: &str, m: &Metrics) -> Row {
         Row {

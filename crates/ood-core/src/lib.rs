@@ -25,6 +25,7 @@ pub mod benchmark;
 pub mod detector;
 pub mod detectors;
 pub mod error;
+pub mod evaluation;
 pub mod features;
 pub mod hashing;
 pub(crate) mod kernels;

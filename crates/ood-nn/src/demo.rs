@@ -184,41 +184,15 @@ fn input_file(path: &Path) -> Result<InputFile> {
     })
 }
 
-/// The `site-packages` folder of the project's Python environment, which holds scikit-learn's
-/// and scikit-image's bundled data: `$OOD_SITE_PACKAGES` when set, else
-/// `<venv>/lib/python3.*/site-packages` of `$OOD_VENV`, else of the venv whose `bin/python` comes
-/// first on `PATH` (`. scripts/env` puts `.venv/bin` there).
-pub fn find_site_packages() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("OOD_SITE_PACKAGES") {
-        return Ok(PathBuf::from(p));
+/// The folder of the demo's bundled far-OOD files (scikit-learn's `digits.csv.gz` and
+/// scikit-image's textures and photos, [`TEXTURES`], [`PHOTOS`]), which `bash scripts/setup`
+/// copies out of the registries' packages: `$OOD_DEMO_DATA` when set, else `.deps/demo` of the
+/// checkout the binary was built from (so an installed binary finds it too).
+pub fn demo_data_dir() -> PathBuf {
+    match std::env::var_os("OOD_DEMO_DATA") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.deps/demo"),
     }
-    let venv = match std::env::var_os("OOD_VENV") {
-        Some(v) => Some(PathBuf::from(v)),
-        None => std::env::var_os("PATH").and_then(|path| {
-            std::env::split_paths(&path)
-                .find(|d| d.join("python").is_file() && d.join("activate").is_file())
-                .and_then(|bin| bin.parent().map(Path::to_path_buf))
-        }),
-    };
-    let venv = venv.ok_or_else(|| {
-        Error::Config(
-            "no Python virtual environment found for the demo's far-OOD images: run \
-             `bash scripts/setup && . scripts/env` (puts .venv/bin on PATH), or set OOD_VENV to \
-             the venv or OOD_SITE_PACKAGES to its site-packages folder"
-                .into(),
-        )
-    })?;
-    let lib = venv.join("lib");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(&lib)
-        .map_err(|e| Error::io(&lib, e))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().join("site-packages"))
-        .filter(|p| p.is_dir())
-        .collect();
-    found.sort();
-    found
-        .pop()
-        .ok_or_else(|| data_err(&lib, "no python3.*/site-packages folder in this venv"))
 }
 
 fn gray_to_rgb(gray: &[u8]) -> Vec<u8> {
@@ -368,10 +342,10 @@ fn crops(paths: &[PathBuf], n: usize, side: usize, rng: &mut ChaCha8Rng) -> Resu
 }
 
 /// Assembles the built-in benchmark (module doc) from the Fashion-MNIST idx files in `fmnist_dir`
-/// and the bundled data under `site_packages`, with the given sizes and seed.
+/// and the far-OOD files in `demo_dir` ([`demo_data_dir`]), with the given sizes and seed.
 pub fn builtin_data(
     fmnist_dir: &Path,
-    site_packages: &Path,
+    demo_dir: &Path,
     sizes: Sizes,
     seed: u64,
 ) -> Result<DemoData> {
@@ -385,12 +359,12 @@ pub fn builtin_data(
     test.name = "fmnist6_test".into();
     let holdout = subsample(&test_out, sizes.ood_per_set, &mut rng);
 
-    let digits_path = site_packages.join("sklearn/datasets/data/digits.csv.gz");
+    let digits_path = demo_dir.join("digits.csv.gz");
     if !digits_path.is_file() {
         return Err(data_err(
             &digits_path,
-            "not found: scikit-learn's bundled digits (bash scripts/setup installs scikit-learn \
-             into .venv)",
+            "not found: scikit-learn's bundled digits (bash scripts/setup copies them there; \
+             or set OOD_DEMO_DATA to the folder that holds them)",
         ));
     }
     inputs.push(input_file(&digits_path)?);
@@ -404,7 +378,7 @@ pub fn builtin_data(
     };
     let digits = subsample(&digits, sizes.ood_per_set, &mut rng);
 
-    let skdata = site_packages.join("skimage/data");
+    let skdata = demo_dir;
     let mut crop_set = |name: &str, files: &[&str], rng: &mut ChaCha8Rng| -> Result<ImageSet> {
         let mut paths = Vec::new();
         for f in files {
@@ -412,8 +386,8 @@ pub fn builtin_data(
             if !p.is_file() {
                 return Err(data_err(
                     &p,
-                    "not found: scikit-image's bundled images (bash scripts/setup installs \
-                     scikit-image into .venv)",
+                    "not found: scikit-image's bundled images (bash scripts/setup copies them \
+                     there; or set OOD_DEMO_DATA to the folder that holds them)",
                 ));
             }
             inputs.push(input_file(&p)?);

@@ -105,7 +105,7 @@ pub use crate::models::KNOWN_MODELS;
 /// the file alone; `weights` is not read: see [`load_model`] for overrides).
 pub fn load_network(name: &str, weights: &Path, device: Device) -> Result<Box<dyn Network>> {
     let weights = (!name.starts_with(torchscript::PREFIX)).then_some(weights);
-    load_model(name, weights, &TorchScriptOptions::default(), device)
+    load_model(name, weights, &ModelOptions::default(), device)
 }
 
 /// The file a model name and an optional weights file designate: `FILE` of
@@ -129,23 +129,65 @@ pub fn model_file(name: &str, weights: Option<&Path>) -> Result<(PathBuf, &'stat
     }
 }
 
+/// What a model needs besides its name and weights.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelOptions {
+    /// Overrides of a TorchScript file's configuration.
+    pub torchscript: TorchScriptOptions,
+    /// `clip`: the class text embeddings (a safetensors file with the rows in tensor `weight`,
+    /// e.g. from `ood neglabel mine --encoder clip`), which make CLIP a classifier
+    /// ([`crate::clip::ClipClassifier`]).
+    pub class_text: Option<PathBuf>,
+}
+
 /// Loads the model that `name` and `weights` designate (see [`model_file`] and
-/// [`load_network`]), with overrides of a TorchScript file's configuration; they are refused (an
-/// error naming the first one given) for the built-in architectures, whose configuration is the
-/// registry's.
+/// [`load_network`]; also `clip`, with [`ModelOptions::class_text`]). The options that do not
+/// apply to `name` are refused (an error naming the first one given): the built-in
+/// architectures' configuration is the registry's.
 pub fn load_model(
     name: &str,
     weights: Option<&Path>,
-    opts: &TorchScriptOptions,
+    opts: &ModelOptions,
     device: Device,
 ) -> Result<Box<dyn Network>> {
     let (file, _) = model_file(name, weights)?;
+    let text_flag = "--text-head";
     if name.starts_with(torchscript::PREFIX) {
+        if opts.class_text.is_some() {
+            return Err(Error::Config(format!(
+                "{text_flag} applies to --model clip only, not to {name}"
+            )));
+        }
         return Ok(Box::new(torchscript::TorchScript::load(
-            &file, opts, device,
+            &file,
+            &opts.torchscript,
+            device,
         )?));
     }
-    if let Some(flag) = opts.first_given() {
+    let ts_flag = opts.torchscript.first_given();
+    if name == crate::clip::classifier::NAME {
+        if let Some(flag) = ts_flag {
+            return Err(Error::Config(format!(
+                "{flag} applies to --model torchscript:FILE.pt only, not to {name}"
+            )));
+        }
+        let Some(text) = &opts.class_text else {
+            return Err(Error::Config(format!(
+                "--model clip needs {text_flag} HEAD.safetensors (the class text embeddings, \
+                 e.g. from `ood neglabel mine --encoder clip`)"
+            )));
+        };
+        let head = ood_core::Head::load(text)?;
+        return Ok(Box::new(crate::clip::ClipClassifier::load(
+            &file, &head, device,
+        )?));
+    }
+    if opts.class_text.is_some() {
+        return Err(Error::Config(format!(
+            "{text_flag} applies to --model clip only, not to {name}"
+        )));
+    }
+    if let Some(flag) = ts_flag {
         return Err(Error::Config(format!(
             "{flag} applies to --model torchscript:FILE.pt only, not to {name}"
         )));

@@ -10,13 +10,13 @@ use ndarray::Array2;
 use numpy::{IntoPyArray, PyReadonlyArray1};
 use ood_core::benchmark::{self, BenchmarkInput, BenchmarkResult, Group, OodSet};
 use ood_core::detectors::Needs;
+use ood_core::evaluation::{self, Manifest};
 use ood_core::metrics::Convention;
-use ood_core::{DetectorSpec, FeatureFile, Features, FitData, Head, hashing, report};
+use ood_core::{DetectorSpec, FeatureFile, Features, FitData, Head, report};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// One data set: a feature file, or `(features, logits, labels)` arrays (each may be `None`).
@@ -70,56 +70,25 @@ fn needers(specs: &[DetectorSpec], pick: impl Fn(&Needs) -> bool) -> String {
         .join(", ")
 }
 
-/// Shape and content hash of in-memory features (for the run's configuration).
-fn describe_features(f: &Features) -> Value {
-    let mut bytes = Vec::with_capacity(4 * (f.embeddings.len() + f.logits.len()));
-    for v in f.embeddings.iter().chain(f.logits.iter()) {
-        bytes.extend_from_slice(&v.to_le_bytes());
-    }
-    if let Some(l) = &f.labels {
-        for v in l {
-            bytes.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    json!({
-        "source": "array",
-        "sha256_f32le": hashing::sha256_bytes(&bytes),
-        "rows": f.len(),
-        "dim": f.dim(),
-        "classes": f.num_classes(),
-        "labels": f.labels.is_some(),
-    })
-}
-
-/// Shape and hash of a feature file, as `ood eval` records it.
-fn describe_file(path: &Path) -> PyResult<Value> {
-    let f = FeatureFile::open(path).map_err(core_err)?;
-    Ok(json!({
-        "path": path.display().to_string(),
-        "sha256": hashing::sha256_file(path).map_err(core_err)?,
-        "rows": f.len(),
-        "dim": f.dim(),
-        "classes": f.num_classes(),
-        "labels": f.has_labels(),
-        "metadata": f.metadata(),
-    }))
-}
-
-/// Loads or builds one scored set against `head`.
+/// Loads or builds one scored set against `head`, recorded in `manifest` as `role`.
+#[allow(clippy::too_many_arguments)]
 fn score_set(
     name: &str,
+    role: &str,
+    manifest: &mut Manifest,
     set: &SetView<'_>,
     specs: &[DetectorSpec],
     needs: Needs,
     head: &Head,
     head_given: bool,
-) -> PyResult<(Features, Value)> {
+) -> PyResult<Features> {
     match set {
         SetView::Path(p) => {
             let f = Features::load(p).map_err(core_err)?;
             head.check(&f)
                 .map_err(|e| value_err(format!("{name}: {}: {e}", p.display())))?;
-            Ok((f, describe_file(p)?))
+            manifest.file(role, p).map_err(core_err)?;
+            Ok(f)
         }
         SetView::Arrays(x, z, y) => {
             let p = format!("{name}: ");
@@ -135,8 +104,8 @@ fn score_set(
                 }
                 f.labels = Some(y.clone());
             }
-            let d = describe_features(&f);
-            Ok((f, d))
+            manifest.arrays(role, &f);
+            Ok(f)
         }
     }
 }
@@ -251,7 +220,13 @@ pub fn evaluate(
                 needers(&specs, |n| n.head)
             )));
         }
-        let mut files = BTreeMap::new();
+        let mut files = Manifest::default();
+        if let Some(n) = &negatives {
+            files.matrix("negatives", n.view());
+        }
+        if let Some(Err(p)) = &head_view {
+            files.other_file("head", p).map_err(core_err)?;
+        }
         // Fit data (and the head, when none was given: zeros of the fit data's shape).
         let (fit_data, given) = match &fit {
             SetView::Path(p) => {
@@ -263,7 +238,7 @@ pub fn evaluate(
                         needers(&specs, |n| n.labels)
                     )));
                 }
-                files.insert("fit".to_string(), describe_file(p)?);
+                files.file("fit", p).map_err(core_err)?;
                 let given = Given {
                     features: true,
                     logits: true,
@@ -307,7 +282,7 @@ pub fn evaluate(
                     y.clone(),
                     head.take(),
                 )?;
-                files.insert("fit".to_string(), describe_features(&f));
+                files.arrays("fit", &f);
                 head = Some(h);
                 (Fit::Memory(f), given)
             }
@@ -316,17 +291,16 @@ pub fn evaluate(
         let fit_val = match &fit_val {
             None => None,
             Some(SetView::Path(p)) => {
-                files.insert("fit_val".to_string(), describe_file(p)?);
+                files.file("fit_val", p).map_err(core_err)?;
                 Some(Fit::File(FeatureFile::open(p).map_err(core_err)?))
             }
-            Some(s) => {
-                let (f, d) = score_set("fit_val", s, &specs, needs, &head, given.head)?;
-                files.insert("fit_val".to_string(), d);
-                Some(Fit::Memory(f))
-            }
+            Some(s) => Some(Fit::Memory(score_set(
+                "fit_val", "fit_val", &mut files, s, &specs, needs, &head, given.head,
+            )?)),
         };
-        let (id_test, d) = score_set("id", &id, &specs, needs, &head, given.head)?;
-        files.insert("id_test".to_string(), d);
+        let id_test = score_set(
+            "id", "id_test", &mut files, &id, &specs, needs, &head, given.head,
+        )?;
         let mut ood_sets = Vec::new();
         let mut names: Vec<&str> = Vec::new();
         for (name, group, set) in &sets {
@@ -334,16 +308,18 @@ pub fn evaluate(
                 return Err(value_err(format!("ood: set name '{name}' is used twice")));
             }
             names.push(name);
-            let (f, mut d) = score_set(
+            let role = format!("ood:{name}");
+            let f = score_set(
                 &format!("ood['{name}']"),
+                &role,
+                &mut files,
                 set,
                 &specs,
                 needs,
                 &head,
                 given.head,
             )?;
-            d["group"] = json!(group);
-            files.insert(format!("ood:{name}"), d);
+            files.set_group(&role, *group);
             ood_sets.push(OodSet {
                 name: name.clone(),
                 group: *group,
@@ -360,35 +336,41 @@ pub fn evaluate(
         let mut sweeps = Vec::new();
         let mut warnings = Vec::new();
         if let Some((vi, vo)) = &sweep {
-            let (val_id, d) = score_set("val_id", vi, &specs, needs, &head, given.head)?;
-            files.insert("sweep_val_id".to_string(), d);
-            let (val_ood, d) = score_set("val_ood", vo, &specs, needs, &head, given.head)?;
-            files.insert("sweep_val_ood".to_string(), d);
-            for s in specs.iter_mut() {
-                let outcome = benchmark::sweep(s, &input, &val_id, &val_ood)
-                    .map_err(|e| value_err(format!("parameter search for {}: {e}", s.name())))?;
-                if outcome.no_effect {
-                    warnings.push(format!(
-                        "the {} parameter search changed nothing: all {} candidates gave identical scores",
-                        s.name(),
-                        outcome.candidates.len()
-                    ));
-                }
-                *s = outcome.chosen.clone();
-                sweeps.push(json!({"detector": s.name(), "outcome": outcome}));
-            }
+            let val_id = score_set(
+                "val_id",
+                "sweep_val_id",
+                &mut files,
+                vi,
+                &specs,
+                needs,
+                &head,
+                given.head,
+            )?;
+            let val_ood = score_set(
+                "val_ood",
+                "sweep_val_ood",
+                &mut files,
+                vo,
+                &specs,
+                needs,
+                &head,
+                given.head,
+            )?;
+            let searched = evaluation::search(&specs, &input, &val_id, &val_ood, &mut |_, _| {})
+                .map_err(|e| value_err(e.to_string()))?;
+            specs = searched.detectors;
+            sweeps = searched.sweeps;
+            warnings = searched.warnings;
         }
         let result = benchmark::run(&input, &specs, convention, &mut |_| {}).map_err(core_err)?;
-        let config = json!({
-            "tool": "oodkit",
-            "version": env!("CARGO_PKG_VERSION"),
-            "command": "python: oodkit.evaluate",
-            "convention": convention,
-            "detectors": specs,
-            "sweep": sweeps,
-            "inputs": files,
-            "extra": {},
-        });
+        let config = evaluation::config(
+            "python: oodkit.evaluate",
+            convention,
+            &specs,
+            &sweeps,
+            &files,
+            json!({}),
+        );
         Ok(EvalResult {
             result,
             config,

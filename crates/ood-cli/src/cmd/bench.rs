@@ -82,12 +82,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let fashion = DataSpec::Idx { images: need(fmnist).context("Fashion-MNIST comes from the Debian package dataset-fashion-mnist (scripts/setup installs it)")?, labels: None };
 
     let device = ood_nn::device::parse_device(&a.device)?;
-    let net = load_model(
-        &a.model,
-        a.weights.as_deref(),
-        &a.torchscript.options(),
-        device,
-    )?;
+    let model_opts = ood_nn::network::ModelOptions {
+        torchscript: a.torchscript.options(),
+        class_text: None,
+    };
+    let net = load_model(&a.model, a.weights.as_deref(), &model_opts, device)?;
     let weights_sha = file_sha256(&weights)?;
     let spec = net.input_spec();
     let s = spec.size;

@@ -60,10 +60,9 @@ fn assemble(a: &DemoArgs, sizes: Sizes) -> Result<DemoData> {
                     "--near/--far/--ood replace the built-in sets only together with --train and --test"
                 );
             }
-            let site = demo::find_site_packages()?;
             Ok(demo::builtin_data(
                 Path::new(demo::FMNIST_DIR),
-                &site,
+                &demo::demo_data_dir(),
                 sizes,
                 a.seed,
             )?)
@@ -196,6 +195,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
             sweep: None,
             out_dir: a.out_dir.join("results"),
             json: a.run.json.clone(),
+            negatives: None,
             vision_language: None,
         };
         let custom = a.train.is_some();

@@ -2,31 +2,19 @@
 //! HTML report. `ood example` (and later `ood bench`) reuse [`execute`].
 
 use crate::args::{DetectorArgs, EvalArgs, RunArgs};
-use crate::cmd::common::{guard_outputs, load_features, load_head, parse_key_values};
+use crate::cmd::common::{guard_outputs, load_features, parse_key_values};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use ood_core::benchmark::{self, BenchmarkInput, Group, OodSet};
+use ood_core::benchmark::{self, Group};
 use ood_core::detectors::NegLabel;
+use ood_core::evaluation::{self, Manifest};
 use ood_core::metrics::Convention;
-use ood_core::{DetectorSpec, FeatureFile, FitData, atomic_file, hashing, report};
+use ood_core::{DetectorSpec, report};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// The files of one benchmark run.
-#[derive(Debug, Clone)]
-pub struct Inputs {
-    /// ID fit features.
-    pub fit: PathBuf,
-    /// Optional ID val features for val-fitted detectors.
-    pub fit_val: Option<PathBuf>,
-    /// Head file.
-    pub head: PathBuf,
-    /// ID test features.
-    pub id: PathBuf,
-    /// OOD sets: name, group, file.
-    pub ood: Vec<(String, Option<Group>, PathBuf)>,
-}
+pub use ood_core::evaluation::FileInputs as Inputs;
 
 /// Resolved run options.
 #[derive(Debug, Clone)]
@@ -41,6 +29,8 @@ pub struct Options {
     pub out_dir: PathBuf,
     /// Extra JSON output path.
     pub json: Option<PathBuf>,
+    /// The negative-label embeddings file `neg_label` uses (recorded in the manifest).
+    pub negatives: Option<PathBuf>,
     /// A second set of inputs in a text encoder's embedding space (image embeddings + ID label
     /// embeddings as the head) scored with vision-language detectors (NegLabel, MCM); their rows
     /// join the main result.
@@ -69,6 +59,7 @@ pub fn resolve(run: &RunArgs) -> Result<Options> {
         sweep,
         out_dir: run.out_dir.clone(),
         json: run.json.clone(),
+        negatives: run.negatives.clone(),
         vision_language: None,
     })
 }
@@ -192,7 +183,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         ood,
     };
     let opts = resolve(&a.run)?;
-    let mut ins = input_files(&inputs);
+    let mut ins = inputs.files();
     for (flag, p) in [
         ("--val-id", &a.run.val_id),
         ("--val-ood", &a.run.val_ood),
@@ -206,30 +197,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
     execute("oodkit evaluation", "eval", &inputs, &opts, json!({}))
 }
 
-/// The files a run reads, each with the flag that names it in messages.
-pub fn input_files(inputs: &Inputs) -> Vec<(String, PathBuf)> {
-    let mut v = vec![
-        ("--fit".to_string(), inputs.fit.clone()),
-        ("--head".to_string(), inputs.head.clone()),
-        ("--id".to_string(), inputs.id.clone()),
-    ];
-    if let Some(p) = &inputs.fit_val {
-        v.push(("--fit-val".to_string(), p.clone()));
-    }
-    for (name, group, p) in &inputs.ood {
-        let flag = match group {
-            Some(Group::Near) => "--near",
-            Some(Group::Far) => "--far",
-            None => "--ood",
-        };
-        v.push((format!("{flag} {name}"), p.clone()));
-    }
-    v
-}
-
 /// The files a run writes (`--out-dir`'s four files and `--json`), each with its flag.
 pub fn output_files(opts: &Options) -> Vec<(String, PathBuf)> {
-    let mut v: Vec<(String, PathBuf)> = OUT_DIR_FILES
+    let mut v: Vec<(String, PathBuf)> = evaluation::OUT_DIR_FILES
         .iter()
         .map(|f| ("--out-dir".to_string(), opts.out_dir.join(f)))
         .collect();
@@ -239,102 +209,14 @@ pub fn output_files(opts: &Options) -> Vec<(String, PathBuf)> {
     v
 }
 
-/// The files every run writes into its `--out-dir`.
-const OUT_DIR_FILES: [&str; 4] = ["results.json", "results.csv", "config.json", "report.html"];
-
 /// `(flag, path)` pairs as the borrowed form [`guard_outputs`] takes.
 pub fn named(v: &[(String, PathBuf)]) -> Vec<(&str, &Path)> {
     v.iter().map(|(f, p)| (f.as_str(), p.as_path())).collect()
 }
 
-fn describe(path: &Path) -> Result<Value> {
-    let f = FeatureFile::open(path).with_context(|| format!("opening {}", path.display()))?;
-    Ok(json!({
-        "path": path.display().to_string(),
-        "sha256": hashing::sha256_file(path)?,
-        "rows": f.len(),
-        "dim": f.dim(),
-        "classes": f.num_classes(),
-        "labels": f.has_labels(),
-        "metadata": f.metadata(),
-    }))
-}
-
-/// The loaded files of one [`Inputs`].
-struct Loaded {
-    head: ood_core::Head,
-    fit: FeatureFile,
-    fit_val: Option<FeatureFile>,
-    id: ood_core::Features,
-    sets: Vec<OodSet>,
-}
-
-impl Loaded {
-    fn open(inputs: &Inputs) -> Result<Loaded> {
-        let head = load_head(&inputs.head)?;
-        let fit = FeatureFile::open(&inputs.fit)
-            .with_context(|| format!("opening fit features {}", inputs.fit.display()))?;
-        let fit_val = match &inputs.fit_val {
-            Some(p) => Some(
-                FeatureFile::open(p)
-                    .with_context(|| format!("opening ID val features {}", p.display()))?,
-            ),
-            None => None,
-        };
-        let id = load_features(&inputs.id)?;
-        let mut sets = Vec::new();
-        for (name, group, path) in &inputs.ood {
-            sets.push(OodSet {
-                name: name.clone(),
-                group: *group,
-                features: load_features(path)?,
-            });
-        }
-        Ok(Loaded {
-            head,
-            fit,
-            fit_val,
-            id,
-            sets,
-        })
-    }
-
-    fn input(&self) -> BenchmarkInput<'_> {
-        BenchmarkInput {
-            fit: FitData::File(&self.fit),
-            fit_val: self.fit_val.as_ref().map(FitData::File),
-            head: &self.head,
-            id_test: &self.id,
-            ood: &self.sets,
-        }
-    }
-}
-
-/// Hashes and shapes of every input file, under `prefix`-ed keys.
-fn describe_inputs(
-    inputs: &Inputs,
-    prefix: &str,
-    files: &mut BTreeMap<String, Value>,
-) -> Result<()> {
-    files.insert(format!("{prefix}fit"), describe(&inputs.fit)?);
-    if let Some(p) = &inputs.fit_val {
-        files.insert(format!("{prefix}fit_val"), describe(p)?);
-    }
-    files.insert(
-        format!("{prefix}head"),
-        json!({"path": inputs.head.display().to_string(), "sha256": hashing::sha256_file(&inputs.head)?}),
-    );
-    files.insert(format!("{prefix}id_test"), describe(&inputs.id)?);
-    for (name, group, path) in &inputs.ood {
-        let mut d = describe(path)?;
-        d["group"] = json!(group);
-        files.insert(format!("{prefix}ood:{name}"), d);
-    }
-    Ok(())
-}
-
-/// Loads everything, runs the benchmark (and sweep), prints the table and writes the artifacts.
-/// Nothing is written unless the whole run succeeds.
+/// Loads everything, runs the parameter search (when asked) and the benchmark, prints the table
+/// and writes the artifacts ([`ood_core::evaluation`]). Nothing is written unless the whole run
+/// succeeds.
 pub fn execute(
     title: &str,
     command: &str,
@@ -343,44 +225,41 @@ pub fn execute(
     extra_config: Value,
 ) -> Result<()> {
     // Every caller has checked already; this keeps `execute` safe on its own.
-    let mut ins = input_files(inputs);
+    let mut ins = inputs.files();
     if let Some((vi, vo)) = &opts.sweep {
         ins.push(("--val-id".into(), vi.clone()));
         ins.push(("--val-ood".into(), vo.clone()));
     }
     ood_core::atomic_file::check_outputs_are_not_inputs(&named(&ins), &named(&output_files(opts)))?;
-    let loaded = Loaded::open(inputs)?;
+    let loaded = inputs.open()?;
     let input = loaded.input();
-    let sets = &loaded.sets;
+    let mut manifest = Manifest::default();
+    inputs.describe("", &mut manifest)?;
 
     let mut detectors = opts.detectors.clone();
     let mut sweeps = Vec::new();
     if let Some((vi, vo)) = &opts.sweep {
         let val_id = load_features(vi)?;
         let val_ood = load_features(vo)?;
-        for d in detectors.iter_mut() {
-            let outcome = benchmark::sweep(d, &input, &val_id, &val_ood)
-                .with_context(|| format!("parameter search for {}", d.name()))?;
-            if outcome.no_effect {
-                eprintln!(
-                    "ood: warning: the {} parameter search changed nothing: all {} candidates gave identical scores",
-                    d.name(),
-                    outcome.candidates.len()
-                );
-            }
-            if !outcome.candidates.is_empty() {
+        let searched = evaluation::search(&detectors, &input, &val_id, &val_ood, &mut |d, o| {
+            if !o.candidates.is_empty() {
                 eprintln!(
                     "ood: {} search chose {}",
                     d.name(),
-                    serde_json::Value::Object(outcome.chosen.params())
+                    Value::Object(o.chosen.params())
                 );
             }
-            *d = outcome.chosen.clone();
-            sweeps.push(json!({"detector": d.name(), "outcome": outcome}));
+        })?;
+        for w in &searched.warnings {
+            eprintln!("ood: warning: {w}");
         }
+        detectors = searched.detectors;
+        sweeps = searched.sweeps;
+        manifest.file("sweep_val_id", vi)?;
+        manifest.file("sweep_val_ood", vo)?;
     }
 
-    let steps = (detectors.len() * (2 + sets.len())) as u64;
+    let steps = (detectors.len() * (2 + loaded.sets.len())) as u64;
     let bar = ProgressBar::new(steps);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed_precise} {msg}")
@@ -392,10 +271,8 @@ pub fn execute(
     })?;
     bar.finish_and_clear();
 
-    let mut files = BTreeMap::new();
-    describe_inputs(inputs, "", &mut files)?;
     if let Some(vl) = &opts.vision_language {
-        let vl_loaded = Loaded::open(&vl.inputs)?;
+        let vl_loaded = vl.inputs.open()?;
         let more = benchmark::run(
             &vl_loaded.input(),
             &vl.detectors,
@@ -403,42 +280,25 @@ pub fn execute(
             &mut |m| eprintln!("ood: aligned embeddings: {m}"),
         )
         .context("vision-language detectors on the aligned embeddings")?;
-        result.rows.extend(more.rows);
-        result.scores.extend(more.scores);
-        result.detectors.extend(more.detectors);
+        result.merge(more);
         detectors.extend(vl.detectors.iter().cloned());
-        describe_inputs(&vl.inputs, "aligned:", &mut files)?;
+        vl.inputs.describe("aligned:", &mut manifest)?;
     }
-    if let Some((vi, vo)) = &opts.sweep {
-        files.insert("sweep_val_id".to_string(), describe(vi)?);
-        files.insert("sweep_val_ood".to_string(), describe(vo)?);
+    if let Some(n) = &opts.negatives {
+        manifest.other_file("negatives", n)?;
     }
-    let config = json!({
-        "tool": "oodkit",
-        "version": env!("CARGO_PKG_VERSION"),
-        "command": command,
-        "convention": opts.convention,
-        "detectors": detectors,
-        "sweep": sweeps,
-        "inputs": files,
-        "extra": extra_config,
-    });
+    let config = evaluation::config(
+        command,
+        opts.convention,
+        &detectors,
+        &sweeps,
+        &manifest,
+        extra_config,
+    );
 
     print!("{}", report::text_table(&result));
-    let json_out = report::json(&result);
-    let json_text = serde_json::to_string_pretty(&json_out).expect("JSON values serialise") + "\n";
-    let html = report::html(title, &result, &config)?;
     let dir = &opts.out_dir;
-    atomic_file::write_bytes_atomic(&dir.join("results.json"), json_text.as_bytes())?;
-    atomic_file::write_bytes_atomic(&dir.join("results.csv"), report::csv(&result).as_bytes())?;
-    atomic_file::write_bytes_atomic(
-        &dir.join("config.json"),
-        (serde_json::to_string_pretty(&config).expect("JSON values serialise") + "\n").as_bytes(),
-    )?;
-    atomic_file::write_bytes_atomic(&dir.join("report.html"), html.as_bytes())?;
-    if let Some(p) = &opts.json {
-        atomic_file::write_bytes_atomic(p, json_text.as_bytes())?;
-    }
+    evaluation::write_artifacts(dir, opts.json.as_deref(), title, &result, &config)?;
     eprintln!(
         "wrote {}/{{results.csv,results.json,config.json,report.html}}",
         dir.display()

@@ -37,6 +37,7 @@ pub fn run(a: ExampleArgs) -> Result<()> {
         sweep: None,
         out_dir: a.out_dir.join("results"),
         json: None,
+        negatives: None,
         vision_language: None,
     };
     eval::execute(

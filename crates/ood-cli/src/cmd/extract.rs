@@ -5,8 +5,7 @@ use crate::cmd::common::{guard_outputs, with_appended};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use ood_nn::data::{DataSpec, OnError};
-use ood_nn::network::{ExtractOptions, extract, file_sha256, load_model, model_file};
-use std::path::Path;
+use ood_nn::network::{ExtractOptions, ModelOptions, extract, file_sha256, load_model, model_file};
 
 fn parse_size(what: &str, v: &str) -> Result<Option<u32>> {
     if v == "none" {
@@ -43,15 +42,11 @@ pub fn run(a: ExtractArgs) -> Result<()> {
             ("--out (its .config.json)", config_path.as_path()),
         ],
     )?;
-    if a.model == "clip" {
-        return run_clip(&a, &weights, device, &data);
-    }
-    let net = load_model(
-        &a.model,
-        a.weights.as_deref(),
-        &a.torchscript.options(),
-        device,
-    )?;
+    let model_opts = ModelOptions {
+        torchscript: a.torchscript.options(),
+        class_text: a.text_head.clone(),
+    };
+    let net = load_model(&a.model, a.weights.as_deref(), &model_opts, device)?;
     let mut preprocess = net.input_spec().preprocess(&data);
     if let Some(v) = &a.resize {
         preprocess.resize = parse_size("resize", v)?;
@@ -87,7 +82,16 @@ pub fn run(a: ExtractArgs) -> Result<()> {
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
 
+    // CLIP's logits depend on the class text embeddings: their hash is part of the layer.
+    let text_head_sha = a.text_head.as_deref().map(file_sha256).transpose()?;
+    let layer = match &text_head_sha {
+        Some(sha) => format!("penultimate+text_head:{sha}"),
+        None => "penultimate".to_string(),
+    };
     let md = &mut ex.features.metadata;
+    if let Some(sha) = &text_head_sha {
+        md.insert("text_head_sha256".into(), sha.clone());
+    }
     md.insert("weights_sha256".into(), weights_sha.clone());
     md.insert("dataset".into(), data.dataset_name());
     md.insert("data_spec".into(), data.to_spec_string());
@@ -97,7 +101,7 @@ pub fn run(a: ExtractArgs) -> Result<()> {
         &weights_sha,
         &data_sha,
         &preprocess.describe(),
-        "penultimate",
+        &layer,
     );
     md.insert("cache_key".into(), key.clone());
     ex.features
@@ -114,6 +118,8 @@ pub fn run(a: ExtractArgs) -> Result<()> {
         "dataset": data.dataset_name(),
         "data_sha256": data_sha,
         "layer": "penultimate",
+        "text_head": a.text_head.as_ref().map(|p| p.display().to_string()),
+        "text_head_sha256": text_head_sha,
         "preprocessing": preprocess.describe(),
         "resize": preprocess.resize,
         "interpolation": preprocess.interpolation.as_str(),
@@ -170,69 +176,4 @@ fn finish(
 
 fn data_labels_known(d: &DataSpec) -> bool {
     !matches!(d, DataSpec::TinTest(_) | DataSpec::Idx { labels: None, .. })
-}
-
-/// `ood extract --model clip`: CLIP image embeddings as features, zero-shot logits against
-/// `--text-head`, CLIP's own preprocessing (Pillow bicubic; `--resize/--crop/--pad` are refused).
-fn run_clip(a: &ExtractArgs, weights: &Path, device: tch::Device, data: &DataSpec) -> Result<()> {
-    if a.resize.is_some() || a.crop.is_some() || a.pad.is_some() {
-        bail!("--model clip uses CLIP's own preprocessing; drop --resize/--crop/--pad");
-    }
-    let Some(head_path) = &a.text_head else {
-        bail!(
-            "--model clip needs --text-head HEAD.safetensors (ID label text embeddings, e.g. from \
-             `ood neglabel mine --encoder clip`)"
-        );
-    };
-    let head = ood_core::Head::load(head_path)
-        .with_context(|| format!("loading text head {}", head_path.display()))?;
-    let model = ood_nn::clip::ClipModel::load(weights, None, device)
-        .with_context(|| format!("loading CLIP {}", weights.display()))?;
-    let on_error = match a.on_error.as_str() {
-        "skip" => OnError::Skip,
-        _ => OnError::Fail,
-    };
-    let weights_sha = file_sha256(weights)?;
-    let data_sha = data.fingerprint()?;
-    let started = std::time::Instant::now();
-    let bar = ProgressBar::new_spinner();
-    let mut ex = ood_nn::clip::extract_images(
-        &model,
-        data.samples()?,
-        &head,
-        a.batch_size,
-        on_error,
-        &mut |done| bar.set_position(done as u64),
-    )?;
-    bar.finish_and_clear();
-    let secs = started.elapsed().as_secs_f64();
-    let size = model.config().image_size as u32;
-    let pre = ood_nn::clip::preprocess_description(size);
-    let head_sha = file_sha256(head_path)?;
-    let md = &mut ex.features.metadata;
-    md.insert("weights_sha256".into(), weights_sha.clone());
-    md.insert("text_head_sha256".into(), head_sha.clone());
-    md.insert("dataset".into(), data.dataset_name());
-    md.insert("data_spec".into(), data.to_spec_string());
-    md.insert("data_sha256".into(), data_sha.clone());
-    ex.features
-        .save(&a.out)
-        .with_context(|| format!("writing {}", a.out.display()))?;
-    let config = serde_json::json!({
-        "command": "extract",
-        "tool_version": env!("CARGO_PKG_VERSION"),
-        "model": "clip",
-        "clip_config": format!("{:?}", model.config()),
-        "weights": weights.display().to_string(),
-        "weights_sha256": weights_sha,
-        "text_head": head_path.display().to_string(),
-        "text_head_sha256": head_sha,
-        "data_spec": data.to_spec_string(),
-        "dataset": data.dataset_name(),
-        "data_sha256": data_sha,
-        "layer": "image_embeds",
-        "preprocessing": pre,
-    });
-    finish(a, config, &ex, device, secs, data, "zero-shot top-1")?;
-    Ok(())
 }

@@ -1,14 +1,13 @@
 //! `ood neglabel mine`: NegLabel's negative-label mining (spec 7.3) with MiniLM or CLIP text
-//! embeddings. The selection rule lives in `ood_core::neg_mining`; this file embeds and writes.
+//! embeddings. Mining and the negatives file are `ood_nn::text::neg_mining`'s (the selection rule
+//! `ood_core::neg_mining`'s); this file reads the arguments and writes the side files.
 
 use crate::args::{NeglabelCommand, NeglabelMineArgs};
 use anyhow::{Context, Result, bail};
-use ndarray::{Array2, Axis};
 use ood_core::neg_mining::{self, Candidate, PartOfSpeech};
-use ood_core::safetensors::{TensorToWrite, write};
 use ood_core::{atomic_file, hashing};
+use ood_nn::text::neg_mining::{self as mining, MineOptions};
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -16,25 +15,6 @@ use std::time::Instant;
 pub fn run(c: NeglabelCommand) -> Result<()> {
     match c {
         NeglabelCommand::Mine(a) => mine(&a),
-    }
-}
-
-/// A loaded text encoder.
-enum Encoder {
-    MiniLm(Box<ood_nn::text::SentenceEncoder>),
-    Clip(Box<(ood_nn::clip::ClipModel, ood_nn::text::ClipTokenizer)>),
-}
-
-impl Encoder {
-    fn encode(&self, texts: &[&str], batch: usize) -> Result<Array2<f32>> {
-        Ok(match self {
-            Encoder::MiniLm(e) => e.encode(texts, batch)?,
-            Encoder::Clip(mt) => ood_nn::clip::ClipTextEncoder {
-                model: &mt.0,
-                tokenizer: &mt.1,
-            }
-            .encode(texts, batch)?,
-        })
     }
 }
 
@@ -119,7 +99,18 @@ fn mine(a: &NeglabelMineArgs) -> Result<()> {
     }
 
     // Encoder.
-    let (encoder, weights, bpe) = match a.encoder.as_str() {
+    let opts = MineOptions {
+        percentile: a.percentile,
+        fraction: a.fraction,
+        batch_size: a.batch_size,
+    };
+    let progress = &mut |done: usize, total: usize| {
+        eprintln!(
+            "embedded {done}/{total} candidates ({:.0} s)",
+            started.elapsed().as_secs_f64()
+        )
+    };
+    let (mined, weights, bpe) = match a.encoder.as_str() {
         "minilm" => {
             let dir = match &a.weights {
                 Some(p) => p.clone(),
@@ -127,7 +118,8 @@ fn mine(a: &NeglabelMineArgs) -> Result<()> {
             };
             let e = ood_nn::text::SentenceEncoder::load(&dir, device)
                 .with_context(|| format!("loading MiniLM {}", dir.display()))?;
-            (Encoder::MiniLm(Box::new(e)), dir, None)
+            let mined = mining::mine(&e, &labels, cands, &opts, progress)?;
+            (mined, dir, None)
         }
         _ => {
             let Some(w) = &a.weights else {
@@ -139,66 +131,23 @@ fn mine(a: &NeglabelMineArgs) -> Result<()> {
                 Some(p) => p.clone(),
                 None => env_path("OOD_CLIP_BPE", "--bpe (bpe_simple_vocab_16e6.txt.gz)")?,
             };
-            let m = ood_nn::clip::ClipModel::load(w, None, device)
+            let model = ood_nn::clip::ClipModel::load(w, None, device)
                 .with_context(|| format!("loading CLIP {}", w.display()))?;
-            let t = ood_nn::text::ClipTokenizer::from_file(&bpe)
+            let tokenizer = ood_nn::text::ClipTokenizer::from_file(&bpe)
                 .with_context(|| format!("loading CLIP BPE {}", bpe.display()))?;
-            (Encoder::Clip(Box::new((m, t))), w.clone(), Some(bpe))
+            let e = ood_nn::clip::ClipTextEncoder {
+                model: &model,
+                tokenizer: &tokenizer,
+            };
+            let mined = mining::mine(&e, &labels, cands, &opts, progress)?;
+            (mined, w.clone(), Some(bpe))
         }
     };
-
-    let id_prompts: Vec<String> = labels.iter().map(|l| neg_mining::id_prompt(l)).collect();
-    let id_refs: Vec<&str> = id_prompts.iter().map(String::as_str).collect();
-    let id_emb = encoder
-        .encode(&id_refs, a.batch_size)
-        .context("embedding the ID labels")?;
-    let prompts: Vec<String> = cands.iter().map(|c| c.pos.prompt(&c.word)).collect();
-    let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
-    let t_enc = Instant::now();
-    let mut parts = Vec::new();
-    let chunk = (a.batch_size * 20).max(1);
-    for (i, c) in refs.chunks(chunk).enumerate() {
-        parts.push(
-            encoder
-                .encode(c, a.batch_size)
-                .context("embedding the candidates")?,
-        );
-        eprintln!(
-            "embedded {}/{} candidates ({:.0} s)",
-            (i * chunk + c.len()),
-            refs.len(),
-            t_enc.elapsed().as_secs_f64()
-        );
-    }
-    let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-    let cand_emb = ndarray::concatenate(Axis(0), &views)?;
-    let encode_s = t_enc.elapsed().as_secs_f64();
-
-    let q = neg_mining::candidate_quantiles(cand_emb.view(), id_emb.view(), a.percentile)?;
-    let pos: Vec<PartOfSpeech> = cands.iter().map(|c| c.pos).collect();
-    let selected = neg_mining::select(&pos, &q, a.fraction)?;
-    let neg = cand_emb.select(Axis(0), &selected);
-    let count = |p: PartOfSpeech, idx: &mut dyn Iterator<Item = usize>| {
-        idx.filter(|&i| cands[i].pos == p).count()
-    };
-    let n_noun = count(PartOfSpeech::Noun, &mut (0..cands.len()));
-    let n_adj = cands.len() - n_noun;
-    let s_noun = count(PartOfSpeech::Noun, &mut selected.iter().copied());
-    let s_adj = selected.len() - s_noun;
+    let ((n_noun, n_adj), (s_noun, s_adj)) = mined.counts();
+    let encode_s = mined.encode_seconds;
+    let d = mined.id_embeddings.ncols();
 
     // Outputs.
-    let mut tsv = String::from("rank\tword\tpos\tlexfile\tq\tprompt\n");
-    for (r, &i) in selected.iter().enumerate() {
-        let c = &cands[i];
-        tsv += &format!(
-            "{r}\t{}\t{}\t{}\t{:.8}\t{}\n",
-            c.word,
-            c.pos.as_str(),
-            c.lexfile,
-            q[i],
-            prompts[i]
-        );
-    }
     let config = json!({
         "command": "neglabel mine",
         "tool_version": env!("CARGO_PKG_VERSION"),
@@ -220,7 +169,7 @@ fn mine(a: &NeglabelMineArgs) -> Result<()> {
         "max_per_pos": a.max_per_pos,
         "candidates": {"noun": n_noun, "adj": n_adj},
         "selected": {"noun": s_noun, "adj": s_adj},
-        "dim": id_emb.ncols(),
+        "dim": d,
         "batch_size": a.batch_size,
         "device": format!("{device:?}"),
         "encode_seconds": encode_s,
@@ -229,54 +178,13 @@ fn mine(a: &NeglabelMineArgs) -> Result<()> {
         "output": a.out.display().to_string(),
         "words_tsv": out_tsv.display().to_string(),
     });
-    let mut meta = BTreeMap::new();
-    meta.insert("kind".to_string(), "neglabel_negatives".to_string());
-    meta.insert("config".to_string(), config.to_string());
-    meta.insert(
-        "words".to_string(),
-        serde_json::to_string(
-            &selected
-                .iter()
-                .map(|&i| cands[i].word.as_str())
-                .collect::<Vec<_>>(),
-        )?,
-    );
-    meta.insert("id_labels".to_string(), serde_json::to_string(&labels)?);
-    let (c, d) = id_emb.dim();
-    let flat = |m: &Array2<f32>| m.as_standard_layout().iter().copied().collect::<Vec<f32>>();
-    let bias = vec![0f32; c];
-    let (negv, idv) = (flat(&neg), flat(&id_emb));
-    let mut tensors = vec![
-        TensorToWrite::f32("negatives", vec![neg.nrows(), d], &negv),
-        TensorToWrite::f32("weight", vec![c, d], &idv),
-        TensorToWrite::f32("bias", vec![c], &bias),
-    ];
-    let (candv, qv, selv);
     if a.save_candidates {
-        candv = flat(&cand_emb);
-        qv = q.iter().map(|&v| v as f32).collect::<Vec<f32>>();
-        selv = selected.iter().map(|&i| i as i64).collect::<Vec<i64>>();
-        tensors.push(TensorToWrite::f32(
-            "candidates",
-            vec![cand_emb.nrows(), d],
-            &candv,
-        ));
-        tensors.push(TensorToWrite::f32("candidate_q", vec![qv.len()], &qv));
-        tensors.push(TensorToWrite::i64("selected", vec![selv.len()], &selv));
-        let mut all = String::from("index\tword\tpos\tlexfile\tq\n");
-        for (i, c) in cands.iter().enumerate() {
-            all += &format!(
-                "{i}\t{}\t{}\t{}\t{:.8}\n",
-                c.word,
-                c.pos.as_str(),
-                c.lexfile,
-                q[i]
-            );
-        }
-        atomic_file::write_bytes_atomic(&out_candidates, all.as_bytes())?;
+        atomic_file::write_bytes_atomic(&out_candidates, mined.candidates_tsv().as_bytes())?;
     }
-    write(&a.out, &tensors, &meta).with_context(|| format!("writing {}", a.out.display()))?;
-    atomic_file::write_bytes_atomic(&out_tsv, tsv.as_bytes())?;
+    mined
+        .write(&a.out, &config, a.save_candidates)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    atomic_file::write_bytes_atomic(&out_tsv, mined.words_tsv().as_bytes())?;
     atomic_file::write_bytes_atomic(
         &out_config,
         (serde_json::to_string_pretty(&config)? + "\n").as_bytes(),
@@ -284,7 +192,7 @@ fn mine(a: &NeglabelMineArgs) -> Result<()> {
     eprintln!(
         "candidates: {n_noun} nouns, {n_adj} adjectives; selected {s_noun} + {s_adj} = {} \
          negatives ({d}-d) in {:.1} s (embedding {encode_s:.1} s) -> {}",
-        selected.len(),
+        mined.selected.len(),
         started.elapsed().as_secs_f64(),
         a.out.display()
     );

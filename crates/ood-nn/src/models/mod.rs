@@ -80,7 +80,8 @@ impl Arch {
     pub fn parse(name: &str) -> Result<Arch> {
         let unknown = || {
             Error::Config(format!(
-                "unknown model '{name}' (known: {})",
+                "unknown model '{name}' (known: {}; also clip with --text-head, and \
+                 torchscript:FILE.pt for your own network)",
                 KNOWN_MODELS.join(", ")
             ))
         };

@@ -3,14 +3,19 @@
 //!
 //! * [`bert`]: the BERT forward pass with Hugging Face weights;
 //! * [`clip_bpe`]: CLIP's byte-level BPE tokenizer ([`ClipTokenizer`]), without ftfy;
-//! * [`sentence`]: tokenisation + BERT + mean pooling + L2 normalisation ([`SentenceEncoder`]).
+//! * [`sentence`]: tokenisation + BERT + mean pooling + L2 normalisation ([`SentenceEncoder`]);
+//! * [`encoder`]: the [`TextEncoder`] trait (MiniLM, CLIP's text tower);
+//! * [`neg_mining`]: NegLabel's negative-label mining with any [`TextEncoder`].
 
 pub mod bert;
 pub mod clip_bpe;
+pub mod encoder;
+pub mod neg_mining;
 pub mod sentence;
 
 pub use bert::{BertConfig, BertModel};
 pub use clip_bpe::ClipTokenizer;
+pub use encoder::TextEncoder;
 pub use sentence::SentenceEncoder;
 
 /// Class descriptions written for this project (one `class: sentence` line per class, in label
