@@ -48,8 +48,8 @@ pub enum Command {
         #[arg(long)]
         ood: PathBuf,
         /// Which code base's FPR@95 and AUPR definitions to follow (AUROC is the same in all).
-        #[arg(long, default_value = "openood", value_parser = ["openood", "classic", "hendrycks", "knn"])]
-        convention: String,
+        #[arg(long, value_enum, default_value_t = ConventionArg::Openood)]
+        convention: ConventionArg,
         /// Print one JSON object (fractions) instead of a table.
         #[arg(long)]
         json: bool,
@@ -90,8 +90,8 @@ pub struct NeglabelMineArgs {
     #[arg(long, value_name = "ID_LABELS.txt")]
     pub labels: PathBuf,
     /// Text encoder: minilm (sentence-transformers folder) or clip (HF CLIPModel safetensors).
-    #[arg(long, value_parser = ["minilm", "clip"])]
-    pub encoder: String,
+    #[arg(long, value_enum)]
+    pub encoder: TextEncoderArg,
     /// minilm: the model folder (default $OOD_MINILM_DIR); clip: the `model.safetensors` of a
     /// Hugging Face CLIPModel (required; `config.json` beside it is used when present).
     #[arg(long)]
@@ -217,8 +217,8 @@ pub struct DetectorArgs {
     pub params: Vec<String>,
     /// Metric convention: openood (v1.5: OOD positive), classic (ID positive, exact),
     /// hendrycks (NegLabel/MCM: argmin rule, average precision), knn (KNN-OOD code).
-    #[arg(long, default_value = "openood")]
-    pub convention: String,
+    #[arg(long, value_enum, default_value_t = ConventionArg::Openood)]
+    pub convention: ConventionArg,
 }
 
 /// Options shared by every command that runs a benchmark.
@@ -360,8 +360,8 @@ pub struct ExtractArgs {
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// What to do with an unreadable image: fail (stop, naming the file) or skip (count it).
-    #[arg(long, value_parser = ["fail", "skip"], default_value = "fail")]
-    pub on_error: String,
+    #[arg(long, value_enum, default_value_t = OnErrorArg::Fail)]
+    pub on_error: OnErrorArg,
     /// Resize the shorter side to N pixels (PIL bilinear), or `none`. Default: the model's input
     /// size (32), or none for idx data.
     #[arg(long, value_name = "N|none")]
@@ -701,4 +701,63 @@ fn positive(s: &str) -> Result<usize, String> {
 /// Parses the process arguments.
 pub fn parse() -> Cli {
     Cli::parse()
+}
+
+/// `--convention`: which code base's FPR@95 and AUPR definitions to follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConventionArg {
+    /// OpenOOD v1.5: OOD positive.
+    Openood,
+    /// ID positive, exact.
+    Classic,
+    /// NegLabel/MCM: argmin rule, average precision.
+    Hendrycks,
+    /// The KNN-OOD code.
+    Knn,
+}
+
+impl From<ConventionArg> for ood_core::metrics::Convention {
+    fn from(c: ConventionArg) -> Self {
+        use ood_core::metrics::Convention;
+        match c {
+            ConventionArg::Openood => Convention::Openood,
+            ConventionArg::Classic => Convention::Classic,
+            ConventionArg::Hendrycks => Convention::Hendrycks,
+            ConventionArg::Knn => Convention::Knn,
+        }
+    }
+}
+
+/// `--on-error`: what to do with an unreadable image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnErrorArg {
+    /// Stop, naming the file.
+    Fail,
+    /// Skip it and count it.
+    Skip,
+}
+
+impl From<OnErrorArg> for ood_nn::data::OnError {
+    fn from(o: OnErrorArg) -> Self {
+        match o {
+            OnErrorArg::Fail => ood_nn::data::OnError::Fail,
+            OnErrorArg::Skip => ood_nn::data::OnError::Skip,
+        }
+    }
+}
+
+/// `ood neglabel mine --encoder`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TextEncoderArg {
+    /// A sentence-transformers MiniLM folder.
+    Minilm,
+    /// A Hugging Face CLIPModel safetensors file.
+    Clip,
+}
+
+/// The command-line spelling of a [`clap::ValueEnum`] value (for configs and messages).
+pub fn value_name<T: clap::ValueEnum>(v: &T) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
 }

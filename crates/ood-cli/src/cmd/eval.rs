@@ -71,10 +71,7 @@ pub fn resolve_detectors(
     negatives: Option<&Path>,
 ) -> Result<(Vec<DetectorSpec>, Convention)> {
     let detectors = parse_detectors(&a.detectors, &a.params, negatives)?;
-    let convention: Convention = a
-        .convention
-        .parse()
-        .with_context(|| format!("--convention {}", a.convention))?;
+    let convention: Convention = a.convention.into();
     Ok((detectors, convention))
 }
 

@@ -57,10 +57,7 @@ pub fn run(a: ExtractArgs) -> Result<()> {
     if let Some(p) = a.pad {
         preprocess.pad = p;
     }
-    let on_error = match a.on_error.as_str() {
-        "skip" => OnError::Skip,
-        _ => OnError::Fail,
-    };
+    let on_error: OnError = a.on_error.into();
     let opts = ExtractOptions {
         batch_size: a.batch_size,
         preprocess: preprocess.clone(),
@@ -147,7 +144,7 @@ fn finish(
     let common = serde_json::json!({
         "batch_size": a.batch_size,
         "device": format!("{device:?}"),
-        "on_error": a.on_error,
+        "on_error": crate::args::value_name(&a.on_error),
         "num_samples": ex.features.len(),
         "feature_dim": ex.features.dim(),
         "num_classes": ex.features.num_classes(),

@@ -16,8 +16,7 @@ fn load(path: &Path, which: &str) -> Result<Vec<f32>> {
 }
 
 /// Prints the four metrics of `id` vs `ood` scores as a table or as one JSON object.
-pub fn run(id: &Path, ood: &Path, convention: &str, json: bool) -> Result<()> {
-    let convention: Convention = convention.parse()?;
+pub fn run(id: &Path, ood: &Path, convention: Convention, json: bool) -> Result<()> {
     let id_scores = load(id, "id")?;
     let ood_scores = load(ood, "ood")?;
     let m = evaluate(&id_scores, &ood_scores, convention).with_context(|| {

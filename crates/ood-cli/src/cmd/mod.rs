@@ -30,7 +30,7 @@ pub fn run(cli: Cli) -> Result<()> {
             ood,
             convention,
             json,
-        } => metrics::run(&id, &ood, &convention, json),
+        } => metrics::run(&id, &ood, convention.into(), json),
         Command::Demo(a) => demo::run(a),
         Command::Extract(a) => extract::run(a),
         Command::Bench(a) => bench::run(a),

@@ -2,7 +2,7 @@
 //! embeddings. Mining and the negatives file are `ood_nn::text::neg_mining`'s (the selection rule
 //! `ood_core::neg_mining`'s); this file reads the arguments and writes the side files.
 
-use crate::args::{NeglabelCommand, NeglabelMineArgs};
+use crate::args::{NeglabelCommand, NeglabelMineArgs, TextEncoderArg};
 use anyhow::{Context, Result, bail};
 use ood_core::neg_mining::{self, Candidate, PartOfSpeech};
 use ood_core::{atomic_file, hashing};
@@ -110,8 +110,8 @@ fn mine(a: &NeglabelMineArgs) -> Result<()> {
             started.elapsed().as_secs_f64()
         )
     };
-    let (mined, weights, bpe) = match a.encoder.as_str() {
-        "minilm" => {
+    let (mined, weights, bpe) = match a.encoder {
+        TextEncoderArg::Minilm => {
             let dir = match &a.weights {
                 Some(p) => p.clone(),
                 None => env_path("OOD_MINILM_DIR", "--weights (MiniLM folder)")?,
@@ -121,7 +121,7 @@ fn mine(a: &NeglabelMineArgs) -> Result<()> {
             let mined = mining::mine(&e, &labels, cands, &opts, progress)?;
             (mined, dir, None)
         }
-        _ => {
+        TextEncoderArg::Clip => {
             let Some(w) = &a.weights else {
                 bail!(
                     "--encoder clip needs --weights MODEL.safetensors (a Hugging Face CLIPModel)"
@@ -154,7 +154,7 @@ fn mine(a: &NeglabelMineArgs) -> Result<()> {
         "labels": a.labels.display().to_string(),
         "labels_sha256": hashing::sha256_file(&a.labels)?,
         "num_labels": labels.len(),
-        "encoder": a.encoder,
+        "encoder": crate::args::value_name(&a.encoder),
         "weights": weights.display().to_string(),
         "bpe": bpe.map(|p| p.display().to_string()),
         "wordnet": a.wordnet.display().to_string(),
