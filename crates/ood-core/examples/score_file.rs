@@ -8,7 +8,7 @@
 //! ```
 
 use ood_core::detectors::NegLabel;
-use ood_core::{DetectorSpec, FeatureFile, Features, FitData, Head};
+use ood_core::{DetectorSpec, FeatureFile, Features, FitData, Head, SideInputs};
 use std::path::Path;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -27,16 +27,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             params.push((k.to_string(), v.to_string()));
         }
     }
-    let mut spec = DetectorSpec::from_name(&a[0], &params)?;
-    if let (DetectorSpec::NegLabel(n), Some(p)) = (&mut spec, &negatives) {
-        n.negatives = Some(NegLabel::load_negatives(p)?);
-    }
+    let spec = DetectorSpec::from_name(&a[0], &params)?;
+    let negatives = negatives.map(NegLabel::load_negatives).transpose()?;
     let head = Head::load(&a[2])?;
     let fit = FeatureFile::open(&a[1])?;
     let input = Features::load(&a[3])?;
     let scores = spec
         .as_detector()
-        .fit(&FitData::File(&fit), &head)?
+        .fit_with(
+            &FitData::File(&fit),
+            &head,
+            &SideInputs {
+                negatives: negatives.as_deref(),
+            },
+        )?
         .score(&input)?;
     ood_core::scores::write_npy(Path::new(&a[4]), scores.as_slice().expect("fresh array"))?;
     Ok(())

@@ -10,7 +10,7 @@
 //! strict `>` (ties keep the earliest candidate), and a grid whose candidates all produce identical
 //! scores is flagged, because such a search does nothing.
 
-use crate::detector::Scorer;
+use crate::detector::{Scorer, SideInputs};
 use crate::detectors::DetectorSpec;
 use crate::error::{Error, Result};
 use crate::features::{Features, FitData, Head};
@@ -61,6 +61,8 @@ pub struct BenchmarkInput<'a> {
     pub id_test: &'a Features,
     /// OOD sets, in report order.
     pub ood: &'a [OodSet],
+    /// Side inputs of the detectors that need them (NegLabel's negatives).
+    pub side: SideInputs<'a>,
 }
 
 /// One metrics row: one detector on one OOD set, or a group mean.
@@ -144,7 +146,7 @@ pub fn fit_detector(spec: &DetectorSpec, input: &BenchmarkInput<'_>) -> Result<B
         (true, Some(val)) => val,
         _ => input.fit,
     };
-    spec.as_detector().fit(&data, input.head)
+    spec.as_detector().fit_with(&data, input.head, &input.side)
 }
 
 /// Group means (unweighted, per metric) of the per-dataset rows of one detector.

@@ -6,13 +6,34 @@
 
 use crate::error::{Error, Result};
 use crate::features::{Features, FitData, Head};
-use ndarray::Array1;
+use ndarray::{Array1, Array2};
+
+/// Data a detector fits on besides the ID features and the head: side inputs are data passed to
+/// [`Detector::fit_with`], never hyper-parameters (a detector's parameters stay what its search
+/// grid and its config serialise).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SideInputs<'a> {
+    /// NegLabel's mined negative-label text embeddings `(M, d)`, in mined order.
+    pub negatives: Option<&'a Array2<f32>>,
+}
 
 /// Hyper-parameters of a post-hoc detector.
 pub trait Detector: std::fmt::Debug + Send + Sync {
     /// Fits on in-distribution data and returns the fitted scorer. Validation of the
     /// hyper-parameters happens here.
     fn fit(&self, data: &FitData<'_>, head: &Head) -> Result<Box<dyn Scorer>>;
+
+    /// [`Detector::fit`] with side inputs, for the detectors that need them (NegLabel); the
+    /// others ignore them.
+    fn fit_with(
+        &self,
+        data: &FitData<'_>,
+        head: &Head,
+        side: &SideInputs<'_>,
+    ) -> Result<Box<dyn Scorer>> {
+        let _ = side;
+        self.fit(data, head)
+    }
 }
 
 /// A fitted detector. Higher score = more in-distribution.

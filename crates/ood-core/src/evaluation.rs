@@ -11,15 +11,18 @@
 
 use crate::atomic_file;
 use crate::benchmark::{self, BenchmarkInput, BenchmarkResult, Group, OodSet, SweepOutcome};
-use crate::detectors::DetectorSpec;
+use crate::detector::SideInputs;
+use crate::detectors::{DetectorSpec, NegLabel};
 use crate::error::Result;
 use crate::features::{FeatureFile, Features, FitData, Head};
 use crate::hashing;
 use crate::metrics::Convention;
 use crate::report;
+use ndarray::Array2;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The files every run writes into its output folder.
 pub const OUT_DIR_FILES: [&str; 4] = ["results.json", "results.csv", "config.json", "report.html"];
@@ -37,6 +40,9 @@ pub struct FileInputs {
     pub id: PathBuf,
     /// OOD sets: name, group, file.
     pub ood: Vec<(String, Option<Group>, PathBuf)>,
+    /// NegLabel's negative-label embeddings (a safetensors file with tensor `negatives`), a
+    /// side input of its fit.
+    pub negatives: Option<PathBuf>,
 }
 
 /// The opened files of a [`FileInputs`]: the fit data stays on disk (streamed by the detectors
@@ -53,6 +59,8 @@ pub struct LoadedInputs {
     pub id: Features,
     /// OOD sets.
     pub sets: Vec<OodSet>,
+    /// NegLabel's negatives.
+    pub negatives: Option<Arc<Array2<f32>>>,
 }
 
 impl FileInputs {
@@ -74,6 +82,9 @@ impl FileInputs {
             };
             v.push((format!("{flag} {name}"), p.clone()));
         }
+        if let Some(p) = &self.negatives {
+            v.push(("--negatives".to_string(), p.clone()));
+        }
         v
     }
 
@@ -94,6 +105,11 @@ impl FileInputs {
             fit_val,
             id: Features::load(&self.id)?,
             sets,
+            negatives: self
+                .negatives
+                .as_deref()
+                .map(NegLabel::load_negatives)
+                .transpose()?,
         })
     }
 
@@ -113,6 +129,9 @@ impl FileInputs {
             manifest.file(&format!("{prefix}ood:{name}"), path)?;
             manifest.set_group(&format!("{prefix}ood:{name}"), *group);
         }
+        if let Some(p) = &self.negatives {
+            manifest.other_file(&format!("{prefix}negatives"), p)?;
+        }
         Ok(())
     }
 }
@@ -126,6 +145,9 @@ impl LoadedInputs {
             head: &self.head,
             id_test: &self.id,
             ood: &self.sets,
+            side: SideInputs {
+                negatives: self.negatives.as_deref(),
+            },
         }
     }
 }

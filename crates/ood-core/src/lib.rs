@@ -38,7 +38,7 @@ pub mod safetensors;
 pub mod scores;
 pub mod synthetic;
 
-pub use detector::{Detector, Scorer};
+pub use detector::{Detector, Scorer, SideInputs};
 pub use detectors::DetectorSpec;
 pub use error::{Error, Result};
 pub use features::{FeatureFile, Features, FitData, Head};

@@ -19,7 +19,7 @@
 //! label for MCM/NegLabel.
 //!
 //! Extra inputs: detectors that need more than features and a head get them here, explicitly, in
-//! [`prepare`]: NegLabel gets 200 synthetic negative-label embeddings `|N(0, 1)|` (close to the
+//! [`negatives`]: NegLabel gets 200 synthetic negative-label embeddings `|N(0, 1)|` (close to the
 //! flat OOD direction, far from the block-shaped ID directions). Add a line there for any new
 //! detector of that kind.
 //!
@@ -30,11 +30,10 @@
 //! a wrong logit count and an empty input are `Err`, not panics; the scorer is `Send + Sync`.
 
 use ndarray::{Array1, Array2, s};
-use ood_core::{DetectorSpec, FeatureFile, Features, FitData, Head, Scorer};
+use ood_core::{DetectorSpec, FeatureFile, Features, FitData, Head, Scorer, SideInputs};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
-use std::sync::Arc;
 
 const C: usize = 4;
 const D: usize = 512;
@@ -95,17 +94,16 @@ fn blobs() -> Blobs {
     }
 }
 
-/// Fills the extra inputs of detectors that need more than features and a head.
-fn prepare(spec: DetectorSpec) -> DetectorSpec {
-    match spec {
-        DetectorSpec::NegLabel(mut n) => {
-            let mut rng = ChaCha8Rng::seed_from_u64(7);
-            let normal = Normal::new(0.0f32, 1.0).expect("valid normal");
-            let neg = Array2::from_shape_fn((200, D), |_| normal.sample(&mut rng).abs());
-            n.negatives = Some(Arc::new(neg));
-            DetectorSpec::NegLabel(n)
-        }
-        other => other,
+/// The side inputs of detectors that need more than features and a head: NegLabel's negatives.
+fn negatives() -> Array2<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let normal = Normal::new(0.0f32, 1.0).expect("valid normal");
+    Array2::from_shape_fn((200, D), |_| normal.sample(&mut rng).abs())
+}
+
+fn side(negatives: &Array2<f32>) -> SideInputs<'_> {
+    SideInputs {
+        negatives: Some(negatives),
     }
 }
 
@@ -125,8 +123,9 @@ fn auroc(id: &[f32], ood: &[f32]) -> f64 {
 }
 
 fn fit(spec: &DetectorSpec, data: &FitData<'_>, head: &Head) -> Box<dyn Scorer> {
+    let neg = negatives();
     spec.as_detector()
-        .fit(data, head)
+        .fit_with(data, head, &side(&neg))
         .unwrap_or_else(|e| panic!("{}: fit failed: {e}", spec.name()))
 }
 
@@ -139,7 +138,8 @@ fn conformance_every_default_detector() {
     let train_file = FeatureFile::open(&train_path).expect("open train features");
     let n_id = b.id_test.len();
     let mut report = Vec::new();
-    for spec in DetectorSpec::all_defaults().into_iter().map(prepare) {
+    let neg = negatives();
+    for spec in DetectorSpec::all_defaults() {
         let name = spec.name();
         let scorer = fit(&spec, &(&b.train).into(), &b.head);
 
@@ -202,7 +202,7 @@ fn conformance_every_default_detector() {
         .expect("features");
         assert!(
             spec.as_detector()
-                .fit(&(&wrong_fit).into(), &b.head)
+                .fit_with(&(&wrong_fit).into(), &b.head, &side(&neg))
                 .is_err(),
             "{name}: fit data of the wrong dimension"
         );

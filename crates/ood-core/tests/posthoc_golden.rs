@@ -3,7 +3,7 @@
 //! scored through the registry and compared with the reference scores to 1e-4 relative.
 
 use ndarray::{Array1, Array2};
-use ood_core::{DetectorSpec, Features, Head};
+use ood_core::{DetectorSpec, Features, Head, SideInputs};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -95,18 +95,19 @@ fn posthoc_golden_matches_numpy_reference() {
         if let DetectorSpec::NegLabel(n) = &mut spec {
             // The reference computes S itself; the default outputs ln S (checked below).
             n.log = false;
-            n.negatives = Some(
-                input
-                    .negatives
-                    .clone()
-                    .expect("neg_label input has negatives"),
-            );
+            assert!(input.negatives.is_some(), "neg_label input has negatives");
         }
         let fit = &input.sets[case["fit"].as_str().expect("fit set")];
         let test = &input.sets[case["score"].as_str().expect("score set")];
         let got = spec
             .as_detector()
-            .fit(&fit.into(), &input.head)
+            .fit_with(
+                &fit.into(),
+                &input.head,
+                &SideInputs {
+                    negatives: input.negatives.as_deref(),
+                },
+            )
             .unwrap_or_else(|e| panic!("{label}: fit: {e}"))
             .score(test)
             .unwrap_or_else(|e| panic!("{label}: score: {e}"));
@@ -123,7 +124,13 @@ fn posthoc_golden_matches_numpy_reference() {
             n.log = true;
             let got = spec
                 .as_detector()
-                .fit(&fit.into(), &input.head)
+                .fit_with(
+                    &fit.into(),
+                    &input.head,
+                    &SideInputs {
+                        negatives: input.negatives.as_deref(),
+                    },
+                )
                 .unwrap()
                 .score(test)
                 .unwrap();

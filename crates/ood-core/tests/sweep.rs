@@ -15,6 +15,7 @@ fn input(b: &SyntheticBenchmark) -> BenchmarkInput<'_> {
         head: &b.head,
         id_test: &b.test,
         ood: &[],
+        side: Default::default(),
     }
 }
 

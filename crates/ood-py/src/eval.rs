@@ -12,7 +12,7 @@ use ood_core::benchmark::{self, BenchmarkInput, BenchmarkResult, Group, OodSet};
 use ood_core::detectors::Needs;
 use ood_core::evaluation::{self, Manifest};
 use ood_core::metrics::Convention;
-use ood_core::{DetectorSpec, FeatureFile, Features, FitData, Head, report};
+use ood_core::{DetectorSpec, FeatureFile, Features, FitData, Head, SideInputs, report};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use serde_json::{Value, json};
@@ -186,7 +186,7 @@ pub fn evaluate(
         let negatives = neg.as_ref().map(|n| Arc::new(crate::convert::owned_f32(n)));
         let mut specs = Vec::new();
         for (name, params) in &detectors {
-            let n = (name == "neg_label").then(|| negatives.clone()).flatten();
+            let n = name == "neg_label" && negatives.is_some();
             specs.push(spec_from_json(name, params, n)?);
         }
         let mut needs = Needs {
@@ -332,6 +332,9 @@ pub fn evaluate(
             head: &head,
             id_test: &id_test,
             ood: &ood_sets,
+            side: SideInputs {
+                negatives: negatives.as_deref(),
+            },
         };
         let mut sweeps = Vec::new();
         let mut warnings = Vec::new();

@@ -13,7 +13,7 @@ use crate::{check_threads, compute, core_err, params_dict, spec_from_json, value
 use ndarray::{Array1, Array2};
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use ood_core::detectors::Needs;
-use ood_core::{DetectorSpec, Features, FitData, Head, Scorer};
+use ood_core::{DetectorSpec, Features, FitData, Head, Scorer, SideInputs};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::sync::Arc;
@@ -205,6 +205,8 @@ pub fn score_inputs(
 #[pyclass(module = "oodkit._oodkit", frozen)]
 pub struct Fitted {
     spec: DetectorSpec,
+    /// NegLabel's negatives (the side input of its fit).
+    negatives: Option<Arc<ndarray::Array2<f32>>>,
     scorer: Box<dyn Scorer>,
     data: Features,
     head: Head,
@@ -244,7 +246,7 @@ pub fn fit(
     }
     compute(py, threads, move || {
         let negatives = neg.as_ref().map(|n| Arc::new(owned_f32(n)));
-        let spec = spec_from_json(name, params_json, negatives)?;
+        let spec = spec_from_json(name, params_json, negatives.is_some())?;
         let needs = spec.needs();
         if needs.negatives && neg.is_none() {
             return Err(value_err(format!(
@@ -258,10 +260,17 @@ pub fn fit(
             fit_inputs("", &who, needs, x.as_ref(), z.as_ref(), labels, head)?;
         let scorer = spec
             .as_detector()
-            .fit(&FitData::Memory(&data), &head)
+            .fit_with(
+                &FitData::Memory(&data),
+                &head,
+                &SideInputs {
+                    negatives: negatives.as_deref(),
+                },
+            )
             .map_err(core_err)?;
         Ok(Fitted {
             spec,
+            negatives,
             scorer,
             data,
             head,
@@ -373,10 +382,7 @@ impl Fitted {
             "bias",
             g.head.then(|| self.head.bias.clone().into_pyarray(py)),
         )?;
-        let neg = match &self.spec {
-            DetectorSpec::NegLabel(n) => n.negatives.as_ref().map(|a| (**a).clone()),
-            _ => None,
-        };
+        let neg = self.negatives.as_ref().map(|a| (**a).clone());
         d.set_item("negatives", neg.map(|a| a.into_pyarray(py)))?;
         Ok(d)
     }

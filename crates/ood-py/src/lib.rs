@@ -208,12 +208,13 @@ fn resolve_detector(name: &str, params: Vec<(String, String)>) -> PyResult<(Stri
     ))
 }
 
-/// Builds the spec of `name` with resolved `params_json` (as returned by [`resolve_detector`]),
-/// attaching negatives for `neg_label`.
+/// Builds the spec of `name` with resolved `params_json` (as returned by [`resolve_detector`]);
+/// `has_negatives` says whether negative labels were given (only `neg_label` takes them, as a
+/// side input of its fit).
 pub(crate) fn spec_from_json(
     name: &str,
     params_json: &str,
-    negatives: Option<Arc<ndarray::Array2<f32>>>,
+    has_negatives: bool,
 ) -> PyResult<DetectorSpec> {
     let v: serde_json::Value = serde_json::from_str(params_json)
         .map_err(|e| value_err(format!("detector parameters are not valid JSON: {e}")))?;
@@ -224,10 +225,8 @@ pub(crate) fn spec_from_json(
         .iter()
         .map(|(k, v)| (k.clone(), v.to_string()))
         .collect();
-    let mut spec = DetectorSpec::from_name(name, &params).map_err(core_err)?;
-    if let DetectorSpec::NegLabel(n) = &mut spec {
-        n.negatives = negatives;
-    } else if negatives.is_some() {
+    let spec = DetectorSpec::from_name(name, &params).map_err(core_err)?;
+    if has_negatives && !matches!(spec, DetectorSpec::NegLabel(_)) {
         return Err(value_err(format!(
             "negatives: only neg_label uses negative labels, not '{name}'"
         )));

@@ -151,6 +151,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
             .iter()
             .map(|(n, g, p)| (n.clone(), *g, p.clone()))
             .collect(),
+        negatives: if a.align.is_some() {
+            None
+        } else {
+            a.run.negatives.clone()
+        },
     };
     if let Some(align) = &a.align {
         opts.vision_language = Some(aligned_inputs(align, &a, &cache, &inputs, &mut opts)?);
@@ -231,6 +236,7 @@ fn aligned_inputs(
             .iter()
             .map(|(n, g, p)| Ok((n.clone(), *g, project(p)?)))
             .collect::<Result<_>>()?,
+        negatives: Some(neg.clone()),
     };
     let is_vl = |d: &DetectorSpec| matches!(d, DetectorSpec::NegLabel(_) | DetectorSpec::Mcm(_));
     let detectors: Vec<DetectorSpec> = opts

@@ -89,7 +89,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         );
     }
     // Resolve the detector list before the minutes of training, so that a typo fails at once.
-    let (detectors, convention) = eval::resolve_detectors(&a.run.select, None)?;
+    let (detectors, convention) = eval::resolve_detectors(&a.run.select, false)?;
 
     // Your own data's files must survive `--json` (the only output whose name is free); the
     // output folder is locked for the run.
@@ -188,6 +188,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
             head: out.head.clone(),
             id: out.id_test.clone(),
             ood: out.ood.clone(),
+            negatives: None,
         };
         let run_opts = Options {
             detectors,
@@ -195,7 +196,6 @@ pub fn run(a: DemoArgs) -> Result<()> {
             sweep: None,
             out_dir: a.out_dir.join("results"),
             json: a.run.json.clone(),
-            negatives: None,
             vision_language: None,
         };
         let custom = a.train.is_some();

@@ -6,7 +6,6 @@ use crate::cmd::common::{guard_outputs, load_features, parse_key_values};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use ood_core::benchmark::{self, Group};
-use ood_core::detectors::NegLabel;
 use ood_core::evaluation::{self, Manifest};
 use ood_core::metrics::Convention;
 use ood_core::{DetectorSpec, report};
@@ -29,8 +28,6 @@ pub struct Options {
     pub out_dir: PathBuf,
     /// Extra JSON output path.
     pub json: Option<PathBuf>,
-    /// The negative-label embeddings file `neg_label` uses (recorded in the manifest).
-    pub negatives: Option<PathBuf>,
     /// A second set of inputs in a text encoder's embedding space (image embeddings + ID label
     /// embeddings as the head) scored with vision-language detectors (NegLabel, MCM); their rows
     /// join the main result.
@@ -48,7 +45,7 @@ pub struct VisionLanguage {
 
 /// Resolves `--detectors`, `--param`, `--convention` and the sweep options.
 pub fn resolve(run: &RunArgs) -> Result<Options> {
-    let (detectors, convention) = resolve_detectors(&run.select, run.negatives.as_deref())?;
+    let (detectors, convention) = resolve_detectors(&run.select, run.negatives.is_some())?;
     let sweep = match (&run.val_id, &run.val_ood, run.sweep) {
         (Some(i), Some(o), true) => Some((i.clone(), o.clone())),
         _ => None,
@@ -59,47 +56,31 @@ pub fn resolve(run: &RunArgs) -> Result<Options> {
         sweep,
         out_dir: run.out_dir.clone(),
         json: run.json.clone(),
-        negatives: run.negatives.clone(),
         vision_language: None,
     })
 }
 
-/// Resolves `--detectors`, `--param` (with negative labels for `neg_label` when given) and
-/// `--convention`.
+/// Resolves `--detectors`, `--param` and `--convention`; `all` leaves `neg_label` out when there
+/// are no negatives.
 pub fn resolve_detectors(
     a: &DetectorArgs,
-    negatives: Option<&Path>,
+    has_negatives: bool,
 ) -> Result<(Vec<DetectorSpec>, Convention)> {
-    let detectors = parse_detectors(&a.detectors, &a.params, negatives)?;
-    let convention: Convention = a.convention.into();
-    Ok((detectors, convention))
+    let detectors = parse_detectors(&a.detectors, &a.params, has_negatives)?;
+    Ok((detectors, a.convention.into()))
 }
 
-/// Loads negative-label embeddings into every `neg_label` spec.
-pub fn attach_negatives(detectors: &mut [DetectorSpec], path: &Path) -> Result<()> {
-    let neg = NegLabel::load_negatives(path)
-        .with_context(|| format!("loading negative labels {}", path.display()))?;
-    for d in detectors.iter_mut() {
-        if let DetectorSpec::NegLabel(n) = d {
-            n.negatives = Some(neg.clone());
-        }
-    }
-    Ok(())
-}
-
-/// Parses a detector list (`all` or comma-separated names) with `DETECTOR.KEY=VALUE` overrides,
-/// loading negative labels into `neg_label` when given. `all` leaves `neg_label` out when there
-/// are no negatives.
+/// Parses a detector list (`all` or comma-separated names) with `DETECTOR.KEY=VALUE` overrides.
+/// `all` leaves `neg_label` out when there are no negatives (they are a side input of its fit,
+/// `--negatives`).
 pub fn parse_detectors(
     list: &str,
     params: &[String],
-    negatives: Option<&Path>,
+    has_negatives: bool,
 ) -> Result<Vec<DetectorSpec>> {
     let mut d = parse_detector_names(list, params)?;
-    match negatives {
-        Some(path) => attach_negatives(&mut d, path)?,
-        None if list.trim() == "all" => d.retain(|d| !matches!(d, DetectorSpec::NegLabel(_))),
-        None => {}
+    if !has_negatives && list.trim() == "all" {
+        d.retain(|d| !matches!(d, DetectorSpec::NegLabel(_)));
     }
     Ok(d)
 }
@@ -178,14 +159,11 @@ pub fn run(a: EvalArgs) -> Result<()> {
         head: a.head,
         id: a.id,
         ood,
+        negatives: a.run.negatives.clone(),
     };
     let opts = resolve(&a.run)?;
     let mut ins = inputs.files();
-    for (flag, p) in [
-        ("--val-id", &a.run.val_id),
-        ("--val-ood", &a.run.val_ood),
-        ("--negatives", &a.run.negatives),
-    ] {
+    for (flag, p) in [("--val-id", &a.run.val_id), ("--val-ood", &a.run.val_ood)] {
         if let Some(p) = p {
             ins.push((flag.to_string(), p.clone()));
         }
@@ -280,9 +258,6 @@ pub fn execute(
         result.merge(more);
         detectors.extend(vl.detectors.iter().cloned());
         vl.inputs.describe("aligned:", &mut manifest)?;
-    }
-    if let Some(n) = &opts.negatives {
-        manifest.other_file("negatives", n)?;
     }
     let config = evaluation::config(
         command,

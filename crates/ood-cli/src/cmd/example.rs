@@ -30,14 +30,14 @@ pub fn run(a: ExampleArgs) -> Result<()> {
             ("held_out_class".into(), Some(Group::Near), p("near")),
             ("low_activation".into(), Some(Group::Far), p("far")),
         ],
+        negatives: None,
     };
     let opts = Options {
-        detectors: eval::parse_detectors(&a.detectors, &[], None)?,
+        detectors: eval::parse_detectors(&a.detectors, &[], false)?,
         convention: Convention::Openood,
         sweep: None,
         out_dir: a.out_dir.join("results"),
         json: None,
-        negatives: None,
         vision_language: None,
     };
     eval::execute(

@@ -3,7 +3,8 @@
 use crate::args::ScoreArgs;
 use crate::cmd::common::{guard_outputs, load_features, load_head, parse_key_values};
 use anyhow::{Context, Result};
-use ood_core::{DetectorSpec, FeatureFile, FitData};
+use ood_core::detectors::NegLabel;
+use ood_core::{DetectorSpec, FeatureFile, FitData, SideInputs};
 
 /// Runs `ood score`.
 pub fn run(a: ScoreArgs) -> Result<()> {
@@ -17,17 +18,27 @@ pub fn run(a: ScoreArgs) -> Result<()> {
     }
     let _guard = guard_outputs(&ins, &[("--out", a.out.as_path())])?;
     let params = parse_key_values(&a.params)?;
-    let mut spec = DetectorSpec::from_name(&a.detector, &params)?;
-    if let Some(neg) = &a.negatives {
-        crate::cmd::eval::attach_negatives(std::slice::from_mut(&mut spec), neg)?;
-    }
+    let spec = DetectorSpec::from_name(&a.detector, &params)?;
+    let negatives = match &a.negatives {
+        Some(p) => Some(
+            NegLabel::load_negatives(p)
+                .with_context(|| format!("loading negative labels {}", p.display()))?,
+        ),
+        None => None,
+    };
     let head = load_head(&a.head)?;
     let fit = FeatureFile::open(&a.fit)
         .with_context(|| format!("opening fit features {}", a.fit.display()))?;
     let input = load_features(&a.input)?;
     let scorer = spec
         .as_detector()
-        .fit(&FitData::File(&fit), &head)
+        .fit_with(
+            &FitData::File(&fit),
+            &head,
+            &SideInputs {
+                negatives: negatives.as_deref(),
+            },
+        )
         .with_context(|| format!("fitting {} on {}", spec.name(), a.fit.display()))?;
     let scores = scorer
         .score(&input)

@@ -4,12 +4,11 @@
 //!
 //! Inputs: for CLIP-style models the [`Features::embeddings`] are the image embeddings `(n, d)`,
 //! the [`Head`] weight rows are the ID-label text embeddings `(C, d)` (bias ignored), and
-//! [`NegLabel::negatives`] holds the mined negative-label text embeddings `(M, d)` in the mined
-//! order (selected nouns, then selected adjectives, each by ascending η-quantile; spec 7.3).
-//! Negatives are not a hyper-parameter: the field is `#[serde(skip)]`, so specs stay
-//! serialisable, and whoever builds the detector must fill it, e.g. from a safetensors file
-//! with [`NegLabel::load_negatives`] (one `(M, d)` tensor named `negatives`; the CLI's job).
-//! `fit` returns an `Err` when it is missing.
+//! the mined negative-label text embeddings `(M, d)` in the mined order (selected nouns, then
+//! selected adjectives, each by ascending η-quantile; spec 7.3) are a side input of
+//! [`Detector::fit_with`] ([`SideInputs::negatives`]), data and not a hyper-parameter, read
+//! e.g. from a safetensors file with [`NegLabel::load_negatives`] (one `(M, d)` tensor named
+//! `negatives`). `fit` without them returns an `Err`.
 //!
 //! Score, with `a_i = cos(x, e_i)/τ` for ID labels and `ā_j = cos(x, ẽ_j)/τ` for negatives
 //! (all embeddings L2-normalised, `τ = 0.01`, i.e. the ×100 logit scale):
@@ -44,7 +43,7 @@
 
 use super::DetectorParams;
 use super::mcm::{for_each_cosine_block, normalized_columns};
-use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores};
+use crate::detector::{Detector, Scorer, SideInputs, check_fit_data, check_input, check_scores};
 use crate::error::{Error, Result};
 use crate::features::{Features, FitData, Head};
 use crate::safetensors::{self, SafeTensorsFile, TensorToWrite};
@@ -71,10 +70,6 @@ pub struct NegLabel {
     pub seed: u64,
     /// Output `ln S` (same ranking as `S`, no f32 saturation at 1.0) instead of `S`.
     pub log: bool,
-    /// Negative-label text embeddings `(M, d)` in mined order. Not serialised: fill it before
-    /// `fit` (the CLI loads it from a file); `fit` errors when it is `None`.
-    #[serde(skip)]
-    pub negatives: Option<Arc<Array2<f32>>>,
 }
 
 impl Default for NegLabel {
@@ -85,7 +80,6 @@ impl Default for NegLabel {
             shuffle: true,
             seed: 0,
             log: true,
-            negatives: None,
         }
     }
 }
@@ -95,7 +89,7 @@ impl NegLabel {
     pub const NEGATIVES_TENSOR: &'static str = "negatives";
 
     /// Reads negative-label text embeddings `(M, d)` from a safetensors file with one 2-D f32
-    /// (or f16/bf16) tensor named [`NegLabel::NEGATIVES_TENSOR`], for [`NegLabel::negatives`].
+    /// (or f16/bf16) tensor named [`NegLabel::NEGATIVES_TENSOR`], for [`SideInputs::negatives`].
     pub fn load_negatives(path: impl AsRef<Path>) -> Result<Arc<Array2<f32>>> {
         let file = SafeTensorsFile::open(path)?;
         let info = file.info(Self::NEGATIVES_TENSOR)?;
@@ -246,10 +240,19 @@ struct NegLabelScorer {
 
 impl Detector for NegLabel {
     fn fit(&self, data: &FitData<'_>, head: &Head) -> Result<Box<dyn Scorer>> {
-        let negatives = self.negatives.as_ref().ok_or_else(|| {
+        self.fit_with(data, head, &SideInputs::default())
+    }
+
+    fn fit_with(
+        &self,
+        data: &FitData<'_>,
+        head: &Head,
+        side: &SideInputs<'_>,
+    ) -> Result<Box<dyn Scorer>> {
+        let negatives = side.negatives.ok_or_else(|| {
             Error::InvalidParameter(
-                "neg_label needs the negative-label text embeddings (m, d): set \
-                 NegLabel::negatives (the CLI reads them from a file)"
+                "neg_label needs the negative-label text embeddings (m, d) as a side input of \
+                 fit (SideInputs::negatives; the CLI reads them from --negatives)"
                     .into(),
             )
         })?;
@@ -374,9 +377,14 @@ mod tests {
                 shuffle,
                 seed: 3,
                 log: false,
-                negatives,
             }
-            .fit(&(&x).into(), &head)
+            .fit_with(
+                &(&x).into(),
+                &head,
+                &SideInputs {
+                    negatives: negatives.as_deref(),
+                },
+            )
         };
         let s = fit(1, true, Some(negatives.clone()))
             .unwrap()
