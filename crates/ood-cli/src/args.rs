@@ -545,7 +545,7 @@ pub struct AlignArgs {
 #[command(after_long_help = TRAIN_HELP)]
 pub struct TrainArgs {
     /// Training method.
-    #[arg(long, value_parser = ["ce", "oe", "mixoe", "supcon", "reweightood", "tagfog"])]
+    #[arg(long, value_parser = ood_nn::losses::NAMES)]
     pub method: String,
     /// Network: resnet8/14/20/32/44/56 (akamaster), cifar_resnet18/34 (OpenOOD), wrn (WRN-40-2).
     #[arg(long, default_value = "resnet20")]
@@ -595,10 +595,10 @@ pub struct TrainArgs {
     #[arg(long, value_parser = ["mixup", "cutmix"], default_value = "mixup")]
     pub mix: String,
     /// TagFog without --outliers: jigsaws per training image (2 in TagFog's CIFAR-10 recipe).
-    #[arg(long, default_value_t = 2, value_parser = positive)]
+    #[arg(long, default_value_t = ood_nn::losses::tagfog::JIGSAW_PER_IMAGE, value_parser = positive)]
     pub jigsaw_per_image: usize,
     /// Jigsaw grid (4 = 4x4 tiles).
-    #[arg(long, default_value_t = 4, value_parser = positive)]
+    #[arg(long, default_value_t = ood_nn::losses::tagfog::JIGSAW_GRID, value_parser = positive)]
     pub grid: usize,
     /// Augmentation: auto (the method's recipe: simclr for supcon, reweightood and tagfog, cifar
     /// otherwise), cifar (pad 4 + random crop, flip), simclr (random resized crop 0.2-1, flip,

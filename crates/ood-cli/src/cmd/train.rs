@@ -1,106 +1,24 @@
-//! `ood train`: read a labelled image set, build a network, run [`ood_nn::train::train`] with a
-//! method's recipe, and export weights that `ood extract` / `ood bench` load.
+//! `ood train`: the arguments become a method's recipe ([`ood_nn::losses::recipe`]) and the
+//! library's inputs; [`ood_nn::train::train`] runs with a progress bar, [`ood_nn::train::export`]
+//! writes the weights that `ood extract` / `ood bench` load, and the run's record is written
+//! beside them (`train.config.json`).
 
 use crate::args::TrainArgs;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use ood_core::{atomic_file, hashing};
-use ood_nn::Forward;
-use ood_nn::data::{DataSpec, Preprocess};
-use ood_nn::losses::{Method, mixoe};
+use ood_nn::data::DataSpec;
+use ood_nn::losses::{self, ForwardFn, Method, Outliers, mixoe};
 use ood_nn::models::Arch;
 use ood_nn::network::load_safetensors;
-use ood_nn::train::{Augment, EpochLog, Optimizer, Precision, TrainConfig, TrainData, train};
+use ood_nn::train::{
+    Augment, EpochLog, Exported, Images, Optimizer, Precision, TrainConfig, TrainData, export,
+    read_images, train,
+};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tch::{Device, Kind, Tensor, nn};
-
-/// Images of one set as 8-bit RGB `n × side × side × 3` and their labels.
-pub struct Images {
-    /// Pixels.
-    pub pixels: Vec<u8>,
-    /// Labels (`-1` when unknown).
-    pub labels: Vec<i64>,
-}
-
-impl Images {
-    /// Number of images.
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-}
-
-/// Reads the first `limit` images of `spec` as `side × side` RGB: idx data (28x28) are zero
-/// padded to `side`, other images get their shorter side resized to `side` (PIL bilinear) and a
-/// centre crop, as `ood extract` does by default.
-pub fn read_images(spec: &DataSpec, side: u32, limit: Option<usize>) -> Result<Images> {
-    let pre = if matches!(spec, DataSpec::Idx { .. }) {
-        Preprocess {
-            resize: None,
-            interpolation: Default::default(),
-            crop: None,
-            pad: side.saturating_sub(28) / 2,
-            mean: [0.0; 3],
-            std: [1.0; 3],
-        }
-    } else {
-        Preprocess {
-            resize: Some(side),
-            interpolation: Default::default(),
-            crop: Some(side),
-            pad: 0,
-            mean: [0.0; 3],
-            std: [1.0; 3],
-        }
-    };
-    let mut pixels = Vec::new();
-    let mut labels = Vec::new();
-    for s in spec.samples()?.take(limit.unwrap_or(usize::MAX)) {
-        let s = s?;
-        let name = s.name.clone();
-        let label = s.label;
-        let img = pre.geometry(s.decode()?);
-        if img.dimensions() != (side, side) {
-            bail!(
-                "{}: image {name} is {}x{} after preprocessing, expected {side}x{side}",
-                spec.to_spec_string(),
-                img.width(),
-                img.height()
-            );
-        }
-        pixels.extend_from_slice(img.as_raw());
-        labels.push(label);
-    }
-    if labels.is_empty() {
-        bail!("{}: no images", spec.to_spec_string());
-    }
-    Ok(Images { pixels, labels })
-}
-
-/// A seeded random subset of `n` images (all when there are fewer), in their original order.
-fn subsample(set: Images, n: usize, side: usize, seed: u64) -> Images {
-    use rand::SeedableRng;
-    use rand::seq::SliceRandom;
-    if set.len() <= n {
-        return set;
-    }
-    let mut idx: Vec<usize> = (0..set.len()).collect();
-    idx.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
-    idx.truncate(n);
-    idx.sort_unstable();
-    let size = side * side * 3;
-    Images {
-        pixels: idx
-            .iter()
-            .flat_map(|&i| set.pixels[i * size..(i + 1) * size].iter().copied())
-            .collect(),
-        labels: idx.iter().map(|&i| set.labels[i]).collect(),
-    }
-}
-
-/// A network's forward pass: images, train flag → features and logits.
-type ForwardFn<'a> = dyn Fn(&Tensor, bool) -> Forward + 'a;
+use tch::{Device, Tensor, nn};
 
 /// Builds `model` with `outputs` classes through the registry (fresh weights with PyTorch's
 /// initialisation from libtorch's seeded RNG, or `init`) and calls `run` with its variables and
@@ -127,65 +45,17 @@ fn with_network<T>(
     run(net.var_store(), &|x, t| net.forward_t(x, t))
 }
 
-/// The method with its recipe's hyper-parameters, and the recipe's config.
-fn recipe(a: &TrainArgs) -> Result<TrainConfig> {
-    let mix = if a.mix == "cutmix" {
-        mixoe::Mix::Cutmix
-    } else {
-        mixoe::Mix::Mixup
-    };
-    let base = TrainConfig::default();
-    let contrastive = TrainConfig {
-        epochs: 100,
-        batch_size: 512,
-        lr: 0.1,
-        lr_min: 0.1 * 1e-3,
-        warmup_epochs: 10,
-        weight_decay: 1e-4,
-        ..base.clone()
-    };
-    let mut c = match a.method.as_str() {
-        "ce" => base,
-        "oe" => TrainConfig {
-            method: Method::OutlierExposure {
-                weight: 0.5,
-                outlier_ratio: 2.0,
-            },
-            epochs: 10,
-            lr: 1e-3,
-            ..base
-        },
-        "mixoe" => TrainConfig {
-            method: Method::MixOe {
-                alpha: 1.0,
-                beta: 1.0,
-                mix,
-            },
-            epochs: 10,
-            batch_size: 32,
-            lr: 1e-3,
-            weight_decay: 1e-5,
-            drop_last: true,
-            ..base
-        },
-        "supcon" => TrainConfig {
-            method: Method::supcon(),
-            ..contrastive
-        },
-        "reweightood" => TrainConfig {
-            method: Method::reweightood(),
-            ..contrastive
-        },
-        "tagfog" => TrainConfig {
-            method: Method::tagfog(),
-            epochs: 200,
-            lr: 0.05,
-            lr_min: 0.0,
-            nesterov: false,
-            ..contrastive
-        },
-        other => bail!("unknown method '{other}'"),
-    };
+/// The method's recipe with the arguments' overrides; `mean` / `std` are the network's input
+/// normalisation (for the augmentation's padding value).
+fn config(a: &TrainArgs, mean: [f32; 3], std: [f32; 3]) -> Result<TrainConfig> {
+    let mut c = losses::recipe(&a.method)?;
+    if let Method::MixOe { mix, .. } = &mut c.method {
+        *mix = if a.mix == "cutmix" {
+            mixoe::Mix::Cutmix
+        } else {
+            mixoe::Mix::Mixup
+        };
+    }
     if let Some(e) = a.epochs {
         c.epochs = e;
     }
@@ -193,10 +63,7 @@ fn recipe(a: &TrainArgs) -> Result<TrainConfig> {
         c.batch_size = b;
     }
     if let Some(lr) = a.lr {
-        c.lr = lr;
-        if matches!(a.method.as_str(), "supcon" | "reweightood") {
-            c.lr_min = lr * 1e-3;
-        }
+        c.set_lr(lr);
     }
     if let Some(w) = a.weight_decay {
         c.weight_decay = w;
@@ -213,6 +80,12 @@ fn recipe(a: &TrainArgs) -> Result<TrainConfig> {
         c.precision = Precision::Bf16;
     }
     c.channels_last = a.channels_last;
+    c.augment = match (a.no_augment, a.augment.as_str()) {
+        (true, _) | (_, "none") => None,
+        (_, "simclr") => Some(Augment::simclr(mean, std)),
+        (_, "cifar") => Some(Augment::cifar(mean, std)),
+        _ => Some(c.method.augment(mean, std)),
+    };
     Ok(c)
 }
 
@@ -274,62 +147,6 @@ fn anchors(a: &TrainArgs, device: Device) -> Result<(Tensor, serde_json::Value)>
     ))
 }
 
-/// Writes the network's weights (no `proj.*` / `probe.*`; the probe becomes the head of the
-/// probe methods; TagFog's head keeps its first `k` rows) to `model.safetensors` and the head to
-/// `head.safetensors`.
-fn export(
-    vs: &nn::VarStore,
-    head_name: &str,
-    method: &Method,
-    k: i64,
-    dir: &Path,
-) -> Result<(PathBuf, PathBuf)> {
-    let mut named: Vec<(String, Tensor)> = Vec::new();
-    let vars = vs.variables();
-    for (name, t) in &vars {
-        if name.starts_with("proj.") || name.starts_with("probe.") {
-            continue;
-        }
-        let mut t = t.detach().to_device(Device::Cpu);
-        if let Some(suffix) = name.strip_prefix(&format!("{head_name}.")) {
-            if method.has_probe() {
-                t = vars[&format!("probe.{suffix}")]
-                    .detach()
-                    .to_device(Device::Cpu);
-            }
-            if matches!(method, Method::TagFog(_)) {
-                t = t.narrow(0, 0, k).contiguous();
-            }
-        }
-        named.push((name.clone(), t));
-    }
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    let model = dir.join("model.safetensors");
-    let tmp = atomic_file::temp_path(&model).with_extension("safetensors");
-    Tensor::write_safetensors(&named, &tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &model).with_context(|| format!("writing {}", model.display()))?;
-    let get = |suffix: &str| -> Result<Vec<f32>> {
-        let key = format!("{head_name}.{suffix}");
-        let t = &named
-            .iter()
-            .find(|(n, _)| *n == key)
-            .with_context(|| format!("the network has no '{key}'"))?
-            .1;
-        Ok(Vec::<f32>::try_from(t.flatten(0, -1).to_kind(Kind::Float))?)
-    };
-    let w = get("weight")?;
-    let b = get("bias")?;
-    let c = b.len();
-    let head = ood_core::Head::new(
-        ndarray::Array2::from_shape_vec((c, w.len() / c), w)?,
-        ndarray::Array1::from_vec(b),
-    )?;
-    let head_path = dir.join("head.safetensors");
-    head.save(&head_path)?;
-    Ok((model, head_path))
-}
-
 /// What `ood train` writes into `--out-dir` (the first one's lock guards the whole run).
 const OUTPUT_FILES: [&str; 5] = [
     "model.safetensors",
@@ -353,14 +170,155 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let device = ood_nn::device::parse_device(&a.device)?;
     let arch = Arch::parse(&a.model)?;
     let (spec, head_name) = (arch.input_spec(), arch.head_name());
-    let cfg = recipe(a)?;
+    let cfg = config(a, spec.mean, spec.std)?;
     let data_spec = DataSpec::parse(&a.data)?;
     let outlier_spec = a.outliers.as_deref().map(DataSpec::parse).transpose()?;
-    let data_files = data_spec.input_files();
-    let outlier_files = outlier_spec
-        .as_ref()
-        .map(DataSpec::input_files)
-        .unwrap_or_default();
+    let _guard = guard_files(a, &data_spec, outlier_spec.as_ref())?;
+    let needs = cfg.method.needs();
+    if needs.outliers == Outliers::PerStep && outlier_spec.is_none() {
+        bail!("--method {} needs --outliers SPEC", a.method);
+    }
+    if !needs.anchors && (a.anchors.is_some() || a.descriptions.is_some()) {
+        bail!("--anchors / --descriptions are only used by --method tagfog");
+    }
+    let (anchors, anchor_info) = if needs.anchors {
+        let (t, i) = anchors(a, device)?;
+        (Some(t), i)
+    } else {
+        (None, serde_json::Value::Null)
+    };
+
+    let t_read = Instant::now();
+    let side = spec.size;
+    let n_anchors = anchors.as_ref().map(|t| t.size()[0]);
+    let sets = read_sets(
+        a,
+        &data_spec,
+        outlier_spec.as_ref(),
+        needs.outliers,
+        side,
+        n_anchors,
+    )?;
+    let to_tensor = |pixels: &[u8]| {
+        ood_nn::data::preprocess::normalized_tensor(pixels, side as usize, spec.mean, spec.std)
+    };
+    let images = to_tensor(&sets.train.pixels);
+    let labels = Tensor::from_slice(&sets.train.labels);
+    let outliers = sets.outliers.as_ref().map(|o| to_tensor(&o.pixels));
+    let read_secs = t_read.elapsed().as_secs_f64();
+
+    std::fs::create_dir_all(&a.out_dir)
+        .with_context(|| format!("creating {}", a.out_dir.display()))?;
+    if !a.resume && a.out_dir.join("state.json").exists() {
+        bail!(
+            "{} holds a training checkpoint: pass --resume to continue it, or choose another \
+             --out-dir",
+            a.out_dir.display()
+        );
+    }
+    let n_outliers = sets.outliers.as_ref().map(Images::len);
+    let rows = sets.train.len()
+        + if cfg.method.outliers_as_class() {
+            n_outliers.unwrap_or(0)
+        } else {
+            0
+        };
+    let bar = progress_bar(rows.div_ceil(cfg.batch_size) as u64 * cfg.epochs as u64);
+    tch::manual_seed(a.seed as i64);
+    let outputs = cfg.method.network_outputs(sets.k);
+    let t0 = Instant::now();
+    let mut step_t = Instant::now();
+    let mut first = true;
+    let data = TrainData {
+        images: &images,
+        labels: &labels,
+        outliers: outliers.as_ref(),
+        anchors: anchors.as_ref(),
+    };
+    let (logs, files): (Vec<EpochLog>, Exported) =
+        with_network(arch, outputs, device, a.init.as_deref(), &mut |vs, fwd| {
+            let logs = train(vs, fwd, &data, &cfg, Some(&a.out_dir), a.resume, &mut |s| {
+                if first {
+                    bar.set_position(((s.epoch - 1) * s.steps + s.step - 1) as u64);
+                    first = false;
+                }
+                let ips = cfg.batch_size as f64 / step_t.elapsed().as_secs_f64().max(1e-9);
+                step_t = Instant::now();
+                bar.inc(1);
+                bar.set_message(format!(
+                    "epoch {} loss {:.4} lr {:.2e} {ips:.0} img/s",
+                    s.epoch, s.loss, s.lr
+                ));
+            })?;
+            let files = export(vs, head_name, &cfg.method, sets.k, &a.out_dir)?;
+            Ok((logs, files))
+        })?;
+    bar.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+
+    let mut inputs =
+        vec![json!({"data": data_spec.to_spec_string(), "fingerprint": data_spec.fingerprint()?})];
+    if let Some(s) = &outlier_spec {
+        inputs.push(json!({"outliers": s.to_spec_string(), "fingerprint": s.fingerprint()?}));
+    }
+    if let Some(p) = &a.init {
+        inputs.push(json!({"init": p.display().to_string(), "sha256": hashing::sha256_file(p)?}));
+    }
+    let record = json!({
+        "command": "train",
+        "tool_version": env!("CARGO_PKG_VERSION"),
+        "method": a.method,
+        "model": a.model,
+        "classes": sets.k,
+        "class_names": sets.class_names,
+        "network_outputs": outputs,
+        "exported_head": cfg.method.exported_head(sets.k),
+        "train_config": cfg,
+        "input_size": side,
+        "mean": spec.mean,
+        "std": spec.std,
+        "num_images": sets.train.len(),
+        "num_outliers": n_outliers,
+        "limit": a.limit,
+        "sample": a.sample,
+        "jigsaw": sets.jigsaw,
+        "anchors": anchor_info,
+        "inputs": inputs,
+        "device": format!("{device:?}"),
+        "threads": tch::get_num_threads(),
+        "read_seconds": read_secs,
+        "train_seconds": secs,
+        "epochs": logs,
+        "model_file": files.model.display().to_string(),
+        "model_sha256": hashing::sha256_file(&files.model)?,
+        "head_file": files.head.display().to_string(),
+    });
+    let text = serde_json::to_string_pretty(&record)? + "\n";
+    atomic_file::write_bytes_atomic(&a.out_dir.join("train.config.json"), text.as_bytes())?;
+    if let Some(l) = logs.last() {
+        eprintln!(
+            "trained {} ({}) for {} epochs in {secs:.1} s: last epoch loss {:.4}, train accuracy \
+             {:.4}, {:.0} img/s -> {}",
+            a.model,
+            a.method,
+            logs.len(),
+            l.loss,
+            l.accuracy,
+            l.images_per_second,
+            files.model.display()
+        );
+    }
+    Ok(())
+}
+
+/// Refuses outputs that would overwrite an input, and locks `--out-dir` for the run.
+fn guard_files(
+    a: &TrainArgs,
+    data: &DataSpec,
+    outliers: Option<&DataSpec>,
+) -> Result<crate::cmd::common::OutputGuard> {
+    let data_files = data.input_files();
+    let outlier_files = outliers.map(DataSpec::input_files).unwrap_or_default();
     let mut ins: Vec<(&str, &Path)> = data_files.iter().map(|p| ("--data", p.as_path())).collect();
     ins.extend(outlier_files.iter().map(|p| ("--outliers", p.as_path())));
     for (flag, p) in [("--anchors", &a.anchors), ("--init", &a.init)] {
@@ -378,31 +336,38 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     }
     let outs: Vec<PathBuf> = OUTPUT_FILES.iter().map(|f| a.out_dir.join(f)).collect();
     let outs: Vec<(&str, &Path)> = outs.iter().map(|p| ("--out-dir", p.as_path())).collect();
-    let _guard = crate::cmd::common::guard_outputs(&ins, &outs)?;
-    let tagfog = matches!(cfg.method, Method::TagFog(_));
-    if matches!(
-        cfg.method,
-        Method::OutlierExposure { .. } | Method::MixOe { .. }
-    ) && outlier_spec.is_none()
-    {
-        bail!("--method {} needs --outliers SPEC", a.method);
-    }
-    if !tagfog && (a.anchors.is_some() || a.descriptions.is_some()) {
-        bail!("--anchors / --descriptions are only used by --method tagfog");
-    }
-    let (anchors, anchor_info) = if tagfog {
-        let (t, i) = anchors(a, device)?;
-        (Some(t), i)
-    } else {
-        (None, serde_json::Value::Null)
-    };
+    crate::cmd::common::guard_outputs(&ins, &outs)
+}
 
-    let t_read = Instant::now();
-    let side = spec.size;
-    let mut train_set = read_images(&data_spec, side, a.limit)
-        .with_context(|| format!("reading --data {}", a.data))?;
+/// The image sets of a run, read into memory.
+struct Sets {
+    /// The labelled training images (`--limit`, `--sample`).
+    train: Images,
+    /// Class names of the training source, where it defines them.
+    class_names: Vec<String>,
+    /// Number of ID classes.
+    k: i64,
+    /// The outliers: `--outliers`, or TagFog's jigsaws of the training images.
+    outliers: Option<Images>,
+    /// How the jigsaws were made (`null` when none were).
+    jigsaw: serde_json::Value,
+}
+
+/// Reads `--data` and `--outliers` as `side × side` images, or makes the jigsaws a method that
+/// trains its outliers as class K needs from the training images. With `n_anchors` text anchors
+/// there must be one per class.
+fn read_sets(
+    a: &TrainArgs,
+    data: &DataSpec,
+    outliers: Option<&DataSpec>,
+    use_of_outliers: Outliers,
+    side: u32,
+    n_anchors: Option<i64>,
+) -> Result<Sets> {
+    let mut train_set =
+        read_images(data, side, a.limit).with_context(|| format!("reading --data {}", a.data))?;
     if let Some(n) = a.sample {
-        train_set = subsample(train_set, n, side as usize, a.seed ^ 0x5355_4253);
+        train_set = train_set.subsample(n, side as usize, a.seed ^ 0x5355_4253);
     }
     if let Some(bad) = train_set.labels.iter().find(|&&l| l < 0) {
         bail!(
@@ -411,187 +376,61 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             a.data
         );
     }
-    let classes = data_spec.classes().unwrap_or_default();
-    let k = (*train_set.labels.iter().max().expect("non-empty") + 1).max(classes.len() as i64);
+    let class_names = data.classes().unwrap_or_default();
+    let k = (*train_set.labels.iter().max().expect("non-empty") + 1).max(class_names.len() as i64);
     if k < 2 {
         bail!("--data {}: a single class; a classifier needs two", a.data);
     }
-    if let Some(anc) = &anchors
-        && anc.size()[0] != k
+    if let Some(n) = n_anchors
+        && n != k
     {
-        bail!(
-            "{} text anchors for {k} classes: give one description per class, in label order",
-            anc.size()[0]
-        );
+        bail!("{n} text anchors for {k} classes: give one description per class, in label order");
     }
-    let mut jigsaw_source = serde_json::Value::Null;
-    let outliers_u8: Option<Vec<u8>> = match (&outlier_spec, tagfog) {
+    let mut jigsaw = serde_json::Value::Null;
+    let outliers = match (outliers, use_of_outliers) {
         (Some(s), _) => {
             let mut o = read_images(s, side, a.limit)
                 .with_context(|| format!("reading --outliers {}", s.to_spec_string()))?;
             if let Some(n) = a.sample {
-                o = subsample(o, n, side as usize, a.seed ^ 0x4f55_5453);
+                o = o.subsample(n, side as usize, a.seed ^ 0x4f55_5453);
             }
-            Some(o.pixels)
+            Some(o)
         }
-        (None, true) => {
-            use rand::SeedableRng;
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(a.seed ^ 0x6a69_6773_6177);
-            jigsaw_source = json!({"grid": a.grid, "per_image": a.jigsaw_per_image,
+        (None, Outliers::AsClass) => {
+            jigsaw = json!({"grid": a.grid, "per_image": a.jigsaw_per_image,
                 "seed": a.seed, "from": "the training images (ood_nn::jigsaw)"});
-            Some(ood_nn::jigsaw::jigsaw_set(
+            let pixels = losses::tagfog::jigsaw_outliers(
                 &train_set.pixels,
                 side as usize,
-                side as usize,
-                3,
                 a.grid,
                 a.jigsaw_per_image,
-                &mut rng,
-            )?)
+                a.seed,
+            )?;
+            let n = pixels.len() / (3 * (side * side) as usize);
+            Some(Images {
+                pixels,
+                labels: vec![-1; n],
+            })
         }
-        (None, false) => None,
+        (None, _) => None,
     };
-    let images = ood_nn::data::preprocess::normalized_tensor(
-        &train_set.pixels,
-        side as usize,
-        spec.mean,
-        spec.std,
-    );
-    let labels = Tensor::from_slice(&train_set.labels);
-    let outliers = outliers_u8.as_ref().map(|o| {
-        ood_nn::data::preprocess::normalized_tensor(o, side as usize, spec.mean, spec.std)
-    });
-    let read_secs = t_read.elapsed().as_secs_f64();
+    Ok(Sets {
+        train: train_set,
+        class_names,
+        k,
+        outliers,
+        jigsaw,
+    })
+}
 
-    let mut cfg = cfg;
-    cfg.augment = match (a.no_augment, a.augment.as_str()) {
-        (true, _) | (_, "none") => None,
-        (_, "simclr") => Some(Augment::simclr(spec.mean, spec.std)),
-        (_, "auto") if cfg.method.two_views() => Some(Augment::simclr(spec.mean, spec.std)),
-        _ => Some(Augment::cifar(spec.mean, spec.std)),
-    };
-    std::fs::create_dir_all(&a.out_dir)
-        .with_context(|| format!("creating {}", a.out_dir.display()))?;
-    if !a.resume && a.out_dir.join("state.json").exists() {
-        bail!(
-            "{} holds a training checkpoint: pass --resume to continue it, or choose another \
-             --out-dir",
-            a.out_dir.display()
-        );
-    }
-    let n_rows = train_set.len()
-        + if tagfog {
-            outliers_u8
-                .as_ref()
-                .map_or(0, |o| o.len() / (3 * (side * side) as usize))
-        } else {
-            0
-        };
-    let steps = n_rows.div_ceil(cfg.batch_size) as u64;
-    let bar = ProgressBar::new(steps * cfg.epochs as u64);
+/// A progress bar over `steps` training steps.
+fn progress_bar(steps: u64) -> ProgressBar {
+    let bar = ProgressBar::new(steps);
     bar.set_style(
         ProgressStyle::with_template(
             "{bar:30} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    tch::manual_seed(a.seed as i64);
-    let outputs = if tagfog { k + 1 } else { k };
-    let t0 = Instant::now();
-    let mut step_t = Instant::now();
-    let mut first = true;
-    let batch = cfg.batch_size;
-    let (logs, files): (Vec<EpochLog>, (PathBuf, PathBuf)) =
-        with_network(arch, outputs, device, a.init.as_deref(), &mut |vs, fwd| {
-            let logs = train(
-                vs,
-                fwd,
-                &TrainData {
-                    images: &images,
-                    labels: &labels,
-                    outliers: outliers.as_ref(),
-                    anchors: anchors.as_ref(),
-                },
-                &cfg,
-                Some(&a.out_dir),
-                a.resume,
-                &mut |s| {
-                    if first {
-                        bar.set_position(((s.epoch - 1) * s.steps + s.step - 1) as u64);
-                        first = false;
-                    }
-                    let ips = batch as f64 / step_t.elapsed().as_secs_f64().max(1e-9);
-                    step_t = Instant::now();
-                    bar.inc(1);
-                    bar.set_message(format!(
-                        "epoch {} loss {:.4} lr {:.2e} {ips:.0} img/s",
-                        s.epoch, s.loss, s.lr
-                    ));
-                },
-            )?;
-            let files = export(vs, head_name, &cfg.method, k, &a.out_dir)?;
-            Ok((logs, files))
-        })?;
-    bar.finish_and_clear();
-    let secs = t0.elapsed().as_secs_f64();
-
-    let mut inputs =
-        vec![json!({"data": data_spec.to_spec_string(), "fingerprint": data_spec.fingerprint()?})];
-    if let Some(s) = &outlier_spec {
-        inputs.push(json!({"outliers": s.to_spec_string(), "fingerprint": s.fingerprint()?}));
-    }
-    if let Some(p) = &a.init {
-        inputs.push(json!({"init": p.display().to_string(), "sha256": hashing::sha256_file(p)?}));
-    }
-    let config = json!({
-        "command": "train",
-        "tool_version": env!("CARGO_PKG_VERSION"),
-        "method": a.method,
-        "model": a.model,
-        "classes": k,
-        "class_names": classes,
-        "network_outputs": outputs,
-        "exported_head": if tagfog {
-            format!("the first {k} of the {outputs} logits (the fake-outlier logit is dropped)")
-        } else if cfg.method.has_probe() {
-            "the online linear probe trained on detached features".to_string()
-        } else {
-            "the trained classifier".to_string()
-        },
-        "train_config": cfg,
-        "input_size": side,
-        "mean": spec.mean,
-        "std": spec.std,
-        "num_images": train_set.len(),
-        "num_outliers": outliers_u8.as_ref().map(|o| o.len() / (3 * (side * side) as usize)),
-        "limit": a.limit,
-        "sample": a.sample,
-        "jigsaw": jigsaw_source,
-        "anchors": anchor_info,
-        "inputs": inputs,
-        "device": format!("{device:?}"),
-        "threads": tch::get_num_threads(),
-        "read_seconds": read_secs,
-        "train_seconds": secs,
-        "epochs": logs,
-        "model_file": files.0.display().to_string(),
-        "model_sha256": hashing::sha256_file(&files.0)?,
-        "head_file": files.1.display().to_string(),
-    });
-    let text = serde_json::to_string_pretty(&config)? + "\n";
-    atomic_file::write_bytes_atomic(&a.out_dir.join("train.config.json"), text.as_bytes())?;
-    if let Some(l) = logs.last() {
-        eprintln!(
-            "trained {} ({}) for {} epochs in {secs:.1} s: last epoch loss {:.4}, train accuracy \
-             {:.4}, {:.0} img/s -> {}",
-            a.model,
-            a.method,
-            logs.len(),
-            l.loss,
-            l.accuracy,
-            l.images_per_second,
-            files.0.display()
-        );
-    }
-    Ok(())
+    bar
 }

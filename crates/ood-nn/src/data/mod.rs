@@ -15,18 +15,44 @@
 //!   `val_annotations.txt`, as indices into the sorted `wnids.txt` (the `ImageFolder` order of
 //!   the train folder); test images are unlabelled (`-1`);
 //! * idx and CIFAR binary files: file order; image lists: line order.
+//!
+//! One file per format: folder trees (`folder.rs`), archives (`tar.rs`), idx (`idx.rs`), CIFAR
+//! binary batches (`cifar_bin.rs`), Tiny-ImageNet val/test (`tiny_imagenet.rs`) and OpenOOD image
+//! lists (`imglist.rs`); `spec.rs` holds [`DataSpec`], its text form and the dispatch to the
+//! formats. This file holds the sample types and the helpers the formats share.
 
+mod cifar_bin;
+mod folder;
+mod idx;
+mod imglist;
 pub mod jpeg;
 pub mod npy;
 pub mod preprocess;
-mod sources;
+mod spec;
+mod tar;
+mod tiny_imagenet;
 
 pub use preprocess::{Interpolation, Preprocess};
-pub use sources::{DataSpec, OnError, SampleIter};
+pub use spec::DataSpec;
 
 use crate::error::{Error, Result};
 use image::RgbImage;
-use std::path::PathBuf;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+/// A stream of samples in dataset order. Errors for single samples (unreadable file) are
+/// reported in place; the stream continues after them where it can.
+pub type SampleIter = Box<dyn Iterator<Item = Result<RawSample>> + Send>;
+
+/// What to do with an image that cannot be read or decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// Stop with an error naming the file (the default).
+    #[default]
+    Fail,
+    /// Skip the image and count it.
+    Skip,
+}
 
 /// Pixels of one sample, encoded or already decoded.
 #[derive(Debug, Clone)]
@@ -121,5 +147,33 @@ pub fn image_crate_for_jpeg() -> bool {
 
 /// Lower-case hex of bytes.
 pub(crate) fn hex_string(bytes: &[u8]) -> String {
-    sources::hex(bytes)
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// [`Error::Data`] for `path`.
+fn data_err(path: impl Into<PathBuf>, reason: impl Into<String>) -> Error {
+    Error::Data {
+        path: path.into(),
+        reason: reason.into(),
+    }
+}
+
+/// True for the file names the image sources read (`.jpg`, `.jpeg`, `.png`, any case).
+fn is_image_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    [".jpg", ".jpeg", ".png"].iter().any(|e| lower.ends_with(e))
+}
+
+/// Opens a file, transparently gunzipping it when it starts with the gzip magic bytes.
+fn open_maybe_gz(path: &Path) -> Result<Box<dyn Read + Send>> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut magic = [0u8; 2];
+    let n = f.read(&mut magic).map_err(|e| Error::io(path, e))?;
+    drop(f);
+    let f = BufReader::new(std::fs::File::open(path).map_err(|e| Error::io(path, e))?);
+    if n == 2 && magic == [0x1f, 0x8b] {
+        Ok(Box::new(flate2::read::MultiGzDecoder::new(f)))
+    } else {
+        Ok(Box::new(f))
+    }
 }

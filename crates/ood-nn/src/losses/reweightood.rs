@@ -9,8 +9,45 @@
 //!
 //! The projection head is `Linear(d→d) → ReLU → Linear(d→128)` (no BatchNorm, spec 3.1), saved
 //! under `proj.*`; at test time the embedding is the normalised penultimate feature, not the head.
+//!
+//! Needs: as SupCon ([`super::supcon`]): two views per image, this projection head and the
+//! online linear probe exported as the classifier head. Recipe: SupCon's ([`recipe`]), which is
+//! ReweightOOD's own CIFAR configuration (spec 3.3).
 
+use super::{ForwardFn, Method, Needs, StepLoss, supcon};
+use crate::train::TrainConfig;
 use tch::{Kind, Tensor, nn};
+
+/// The method's `--method` name.
+pub const NAME: &str = "reweightood";
+
+/// The method's name in messages.
+pub const TITLE: &str = "ReweightOOD";
+
+/// What ReweightOOD needs: as SupCon.
+pub const NEEDS: Needs = supcon::NEEDS;
+
+/// ReweightOOD's CIFAR recipe (`train_reweightood.yml`, spec 3.3): the contrastive recipe of
+/// [`supcon::recipe`] (100 epochs, batch 512, SGD Nesterov 0.9, weight decay 1e-4, lr 0.1, 10
+/// warm-up epochs, cosine to `lr · 10⁻³`) with this loss and [`Params::default`].
+pub fn recipe() -> TrainConfig {
+    TrainConfig {
+        method: Method::reweightood(),
+        ..supcon::recipe()
+    }
+}
+
+/// One step: the ReweightOOD loss of the normalised projections of both views `x`, plus the
+/// probe's cross-entropy ([`supcon::step_with_probe`]).
+pub fn step(
+    forward: &ForwardFn<'_>,
+    x: &Tensor,
+    y: &Tensor,
+    extra: &super::Extra<'_>,
+    p: &Params,
+) -> StepLoss {
+    supcon::step_with_probe(forward, x, y, extra, |z| loss(z, y, p))
+}
 
 /// ReweightOOD hyper-parameters (defaults of `train_reweightood.yml`).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
