@@ -217,8 +217,9 @@ pub struct DetectorArgs {
     pub params: Vec<String>,
     /// Metric convention: openood (v1.5: OOD positive), classic (ID positive, exact),
     /// hendrycks (NegLabel/MCM: argmin rule, average precision), knn (KNN-OOD code).
-    #[arg(long, value_enum, default_value_t = ConventionArg::Openood)]
-    pub convention: ConventionArg,
+    /// (Default: openood; `ood bench`: the benchmark's.)
+    #[arg(long, value_enum)]
+    pub convention: Option<ConventionArg>,
 }
 
 /// Options shared by every command that runs a benchmark.
@@ -471,10 +472,22 @@ Examples:
 /// `ood bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Benchmark name: cifar10 (ID CIFAR-10 JPEG; near Tiny-ImageNet; far MNIST, notMNIST,
-    /// Fashion-MNIST, DTD subset).
-    #[arg(value_parser = ["cifar10"])]
-    pub benchmark: String,
+    /// A built-in benchmark (`ood bench --list`: cifar10-jpeg alias cifar10, openood-cifar10,
+    /// openood-cifar100, openood-imagenet200, openood-imagenet, knn-imagenet, neglabel-imagenet)
+    /// or a manifest FILE.toml (e.g. from `ood holdout`).
+    #[arg(required_unless_present = "list")]
+    pub benchmark: Option<String>,
+    /// List the built-in benchmarks with the folder layout each expects, and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Full-spectrum evaluation (OpenOOD v1.5 FS-OOD): the covariate-shifted ID sets (`csid`)
+    /// join the ID test set.
+    #[arg(long)]
+    pub full_spectrum: bool,
+    /// `--model clip` only: the ID-label text embeddings (`weight` (C, d)), e.g. from
+    /// `ood neglabel mine --encoder clip`.
+    #[arg(long, value_name = "HEAD.safetensors")]
+    pub text_head: Option<PathBuf>,
     /// Model name: resnet20..56 (akamaster), cifar_resnet18/34, wrn, resnet18/34/50/101 (torchvision),
     /// torchscript:FILE.pt (your own model, see the TorchScript options).
     #[arg(long, default_value = "resnet20")]
@@ -482,7 +495,8 @@ pub struct BenchArgs {
     /// Weights file (safetensors or .th); not used by torchscript:FILE.pt, required otherwise.
     #[arg(long)]
     pub weights: Option<PathBuf>,
-    /// Folder holding `data/` (default: $OOD_DATA_ROOT, else ../shared).
+    /// The folder the benchmark's data paths are relative to (default: $OOD_DATA_ROOT, else
+    /// ../shared).
     #[arg(long)]
     pub data_root: Option<PathBuf>,
     /// Content-addressed feature cache.

@@ -8,6 +8,7 @@
 pub mod align;
 pub mod augment;
 pub mod autocast;
+pub mod benchmarks;
 pub mod clip;
 pub mod data;
 pub mod demo;

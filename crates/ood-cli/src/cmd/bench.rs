@@ -1,8 +1,7 @@
-//! `ood bench cifar10`: the real CIFAR-10 benchmark on the data of `../shared` (or `--data-root`):
-//! ID = CIFAR-10 JPEG test, fit = CIFAR-10 JPEG train, near OOD = Tiny-ImageNet test (resized to
-//! 32), far OOD = MNIST, notMNIST, Fashion-MNIST (zero-padded 28→32, 3 channels) and the DTD
-//! subset (shorter side 32, centre crop). Features are extracted once into a content-addressed
-//! cache and reused; then every detector runs through `ood eval`'s runner.
+//! `ood bench NAME|FILE.toml`: a benchmark manifest ([`ood_nn::benchmarks`]: the built-ins, e.g.
+//! `cifar10-jpeg` on the data of `../shared`, or the user's own) over `--data-root`. Every set is
+//! checked, then extracted once into the content-addressed cache and reused; then every detector
+//! runs through `ood eval`'s runner.
 
 use crate::args::BenchArgs;
 use crate::cmd::common::guard_outputs;
@@ -10,10 +9,9 @@ use crate::cmd::eval::{self, Inputs, Options, VisionLanguage};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use ood_core::DetectorSpec;
-use ood_core::benchmark::Group;
 use ood_core::projection::Projection;
-use ood_nn::data::{DataSpec, OnError, Preprocess};
-use ood_nn::network::{ExtractOptions, extract_cached, file_sha256, load_model, model_file};
+use ood_nn::benchmarks::{self, Benchmark, Event};
+use ood_nn::network::{file_sha256, load_model, model_file};
 use serde_json::json;
 use std::path::Path;
 use std::path::PathBuf;
@@ -25,26 +23,47 @@ fn default_data_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("../shared"))
 }
 
-fn need(path: PathBuf) -> Result<PathBuf> {
-    if path.exists() {
-        Ok(path)
-    } else {
-        bail!(
-            "{} not found (give --data-root, or set OOD_DATA_ROOT, to the folder that holds data/)",
-            path.display()
-        )
+/// `ood bench --list`: every built-in with its description and layout.
+fn list() -> Result<()> {
+    for b in Benchmark::builtins()? {
+        let alias: Vec<&str> = benchmarks::ALIASES
+            .iter()
+            .filter(|(_, n)| *n == b.name)
+            .map(|(a, _)| *a)
+            .collect();
+        println!(
+            "{}{} ({} sets, {} convention)\n  {}\n  layout: {}\n",
+            b.name,
+            if alias.is_empty() {
+                String::new()
+            } else {
+                format!(" (alias: {})", alias.join(", "))
+            },
+            b.sets.len(),
+            b.convention,
+            b.description.trim(),
+            b.layout.trim()
+        );
     }
+    Ok(())
 }
 
 /// Runs `ood bench`.
 pub fn run(a: BenchArgs) -> Result<()> {
-    if a.benchmark != "cifar10" {
-        bail!("unknown benchmark '{}' (known: cifar10)", a.benchmark);
+    if a.list {
+        return list();
     }
+    let Some(name) = a.benchmark.as_deref() else {
+        bail!("give a benchmark NAME or FILE.toml (ood bench --list shows the built-ins)");
+    };
+    let bench = Benchmark::load(name)?;
     if let Some(t) = a.threads {
         tch::set_num_threads(t);
     }
     let mut opts = eval::resolve(&a.run)?;
+    if a.run.select.convention.is_none() {
+        opts.convention = bench.convention.parse()?;
+    }
     let (weights, weights_flag) = model_file(&a.model, a.weights.as_deref())?;
     let mut ins = vec![(weights_flag.to_string(), weights.clone())];
     if let Some(n) = &a.run.negatives {
@@ -53,123 +72,93 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if let Some(p) = a.align.as_deref().filter(|p| *p != "auto") {
         ins.push(("--align".into(), PathBuf::from(p)));
     }
+    if let Some(p) = &a.text_head {
+        ins.push(("--text-head".into(), p.clone()));
+    }
     let _guard = guard_outputs(&eval::named(&ins), &eval::named(&eval::output_files(&opts)))?;
     let root = a.data_root.clone().unwrap_or_else(default_data_root);
-    let d = root.join("data");
-    let fmnist = PathBuf::from("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz");
-    let idx = |dir: &str, images: &str, labels: &str| -> Result<DataSpec> {
-        Ok(DataSpec::Idx {
-            images: need(d.join(dir).join(images))?,
-            labels: Some(need(d.join(dir).join(labels))?),
-        })
-    };
-    let train = DataSpec::Tar(need(d.join("cifar10-jpeg/cifar10_train_jpeg.tar.gz"))?);
-    let test = DataSpec::Tar(need(d.join("cifar10-jpeg/cifar10_test_jpeg.tar.gz"))?);
-    let tin = DataSpec::TinTest(need(
-        d.join("tiny-imagenet-200/tin200_val_test_jpeg.tar.gz"),
-    )?);
-    let dtd = DataSpec::Tar(need(d.join("dtd-subset10/dtd10_30perclass_jpeg.tar"))?);
-    let mnist = idx(
-        "mnist",
-        "t10k-images-idx3-ubyte.gz",
-        "t10k-labels-idx1-ubyte.gz",
-    )?;
-    let notmnist = idx(
-        "notmnist",
-        "t10k-images-idx3-ubyte.gz",
-        "t10k-labels-idx1-ubyte.gz",
-    )?;
-    let fashion = DataSpec::Idx { images: need(fmnist).context("Fashion-MNIST comes from the Debian package dataset-fashion-mnist (scripts/setup installs it)")?, labels: None };
+    // Every file is checked before the network is loaded.
+    benchmarks::check_files(&bench, &root)?;
 
     let device = ood_nn::device::parse_device(&a.device)?;
     let model_opts = ood_nn::network::ModelOptions {
         torchscript: a.torchscript.options(),
-        class_text: None,
+        class_text: a.text_head.clone(),
     };
     let net = load_model(&a.model, a.weights.as_deref(), &model_opts, device)?;
     let weights_sha = file_sha256(&weights)?;
-    let spec = net.input_spec();
-    let s = spec.size;
-    let pre = |resize: Option<u32>, crop: Option<u32>, pad: u32| Preprocess {
-        resize,
-        interpolation: spec.interpolation,
-        crop,
-        pad,
-        mean: spec.mean,
-        std: spec.std,
-    };
-    let as_is = pre(None, None, 0);
-    let resized = pre(Some(s), Some(s), 0);
-    let padded = pre(None, None, s.saturating_sub(28) / 2);
-    let jobs: Vec<(&str, Option<Group>, DataSpec, Preprocess)> = vec![
-        ("cifar10_train", None, train, as_is.clone()),
-        ("cifar10_test", None, test, as_is.clone()),
-        ("tin", Some(Group::Near), tin, resized.clone()),
-        ("mnist", Some(Group::Far), mnist, padded.clone()),
-        ("notmnist", Some(Group::Far), notmnist, padded.clone()),
-        ("fashion_mnist", Some(Group::Far), fashion, padded),
-        ("dtd10", Some(Group::Far), dtd, resized),
-    ];
     let cache = a.cache_dir.clone();
-    let mut paths = Vec::new();
-    for (name, group, data, preprocess) in jobs {
-        let bar = ProgressBar::new_spinner();
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {msg} {pos} images {elapsed_precise}")
-                .expect("valid template"),
-        );
-        bar.set_message(format!("extracting {name}"));
-        let opts = ExtractOptions {
-            batch_size: a.batch_size,
-            preprocess,
-            on_error: OnError::Fail,
-        };
-        let ex = extract_cached(&cache, net.as_ref(), &weights_sha, &data, &opts, &mut |n| {
-            bar.set_position(n as u64)
-        })
-        .with_context(|| format!("extracting {name} ({})", data.to_spec_string()))?;
-        bar.finish_and_clear();
-        eprintln!(
-            "{name}: {} ({})",
-            ex.path.display(),
-            if ex.reused { "cached" } else { "extracted" }
-        );
-        paths.push((name.to_string(), group, ex.path));
-    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {pos} images {elapsed_precise}")
+            .expect("valid template"),
+    );
+    let sets = benchmarks::extract(
+        &bench,
+        &root,
+        net.as_ref(),
+        &weights_sha,
+        &cache,
+        a.batch_size,
+        a.full_spectrum,
+        &mut |e| match e {
+            Event::Start(s) => {
+                bar.reset();
+                bar.set_message(format!("extracting {}", s.name));
+            }
+            Event::Images(n) => bar.set_position(n as u64),
+            Event::Done(s, p, reused) => bar.println(format!(
+                "{}: {} ({})",
+                s.name,
+                p.display(),
+                if reused { "cached" } else { "extracted" }
+            )),
+            Event::Warning(w) => bar.println(format!("ood: warning: {w}")),
+        },
+    )?;
+    bar.finish_and_clear();
     let head_path = cache.join(format!(
         "head-{}-{}.safetensors",
         net.name(),
         &weights_sha[..16]
     ));
     net.head()?.save(&head_path)?;
-    let inputs = Inputs {
-        fit: paths[0].2.clone(),
-        fit_val: None,
-        head: head_path,
-        id: paths[1].2.clone(),
-        ood: paths[2..]
-            .iter()
-            .map(|(n, g, p)| (n.clone(), *g, p.clone()))
-            .collect(),
-        negatives: if a.align.is_some() {
-            None
-        } else {
-            a.run.negatives.clone()
-        },
+    let negatives = if a.align.is_some() {
+        None
+    } else {
+        a.run.negatives.clone()
     };
+    let (inputs, val) = benchmarks::file_inputs(&sets, &head_path, &cache, negatives)?;
+    if a.run.sweep && opts.sweep.is_none() {
+        opts.sweep = val;
+        if opts.sweep.is_none() {
+            bail!(
+                "--sweep: benchmark {} has no val_id/val_ood pair; give --val-id and --val-ood",
+                bench.name
+            );
+        }
+    }
     if let Some(align) = &a.align {
         opts.vision_language = Some(aligned_inputs(align, &a, &cache, &inputs, &mut opts)?);
     }
     eval::execute(
         &format!(
-            "oodkit bench cifar10: {} ({})",
+            "oodkit bench {}: {} ({})",
+            bench.name,
             net.name(),
             weights.display()
         ),
-        "bench cifar10",
+        &format!("bench {}", bench.name),
         &inputs,
         &opts,
-        json!({"model": net.name(), "weights": weights.display().to_string(), "weights_sha256": weights_sha, "data_root": root.display().to_string()}),
+        json!({
+            "benchmark": bench,
+            "full_spectrum": a.full_spectrum,
+            "model": net.name(),
+            "weights": weights.display().to_string(),
+            "weights_sha256": weights_sha,
+            "data_root": root.display().to_string(),
+        }),
     )
 }
 

@@ -67,7 +67,7 @@ pub fn resolve_detectors(
     has_negatives: bool,
 ) -> Result<(Vec<DetectorSpec>, Convention)> {
     let detectors = parse_detectors(&a.detectors, &a.params, has_negatives)?;
-    Ok((detectors, a.convention.into()))
+    Ok((detectors, a.convention.map(Into::into).unwrap_or_default()))
 }
 
 /// Parses a detector list (`all` or comma-separated names) with `DETECTOR.KEY=VALUE` overrides.

@@ -135,6 +135,29 @@ impl DataSpec {
         }
     }
 
+    /// The same source with every relative path joined onto `root` (absolute paths unchanged).
+    pub fn relative_to(&self, root: &Path) -> DataSpec {
+        let j = |p: &PathBuf| root.join(p);
+        match self {
+            DataSpec::Folder(p) => DataSpec::Folder(j(p)),
+            DataSpec::Tar(p) => DataSpec::Tar(j(p)),
+            DataSpec::Idx { images, labels } => DataSpec::Idx {
+                images: j(images),
+                labels: labels.as_ref().map(j),
+            },
+            DataSpec::CifarBin { files, classes } => DataSpec::CifarBin {
+                files: files.iter().map(j).collect(),
+                classes: *classes,
+            },
+            DataSpec::TinVal(p) => DataSpec::TinVal(j(p)),
+            DataSpec::TinTest(p) => DataSpec::TinTest(j(p)),
+            DataSpec::ImgList { list, root: r } => DataSpec::ImgList {
+                list: j(list),
+                root: j(r),
+            },
+        }
+    }
+
     /// The files this source reads directly (archives, idx and CIFAR files, the image list):
     /// what an output must never overwrite. Folder trees list no files here.
     pub fn input_files(&self) -> Vec<PathBuf> {
