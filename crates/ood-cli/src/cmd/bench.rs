@@ -25,13 +25,17 @@ fn default_data_root() -> PathBuf {
 
 /// `ood bench --list`: every built-in with its description and layout.
 fn list() -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
     for b in Benchmark::builtins()? {
         let alias: Vec<&str> = benchmarks::ALIASES
             .iter()
             .filter(|(_, n)| *n == b.name)
             .map(|(a, _)| *a)
             .collect();
-        println!(
+        // A closed pipe (`ood bench --list | head`) ends the listing quietly.
+        let written = writeln!(
+            out,
             "{}{} ({} sets, {} convention)\n  {}\n  layout: {}\n",
             b.name,
             if alias.is_empty() {
@@ -44,6 +48,9 @@ fn list() -> Result<()> {
             b.description.trim(),
             b.layout.trim()
         );
+        if written.is_err() {
+            break;
+        }
     }
     Ok(())
 }
@@ -78,7 +85,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let _guard = guard_outputs(&eval::named(&ins), &eval::named(&eval::output_files(&opts)))?;
     let root = a.data_root.clone().unwrap_or_else(default_data_root);
     // Every file is checked before the network is loaded.
-    benchmarks::check_files(&bench, &root)?;
+    let checked = benchmarks::check_files(&bench, &root)?;
 
     let device = ood_nn::device::parse_device(&a.device)?;
     let model_opts = ood_nn::network::ModelOptions {
@@ -94,8 +101,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             .expect("valid template"),
     );
     let sets = benchmarks::extract(
-        &bench,
-        &root,
+        &checked,
         net.as_ref(),
         &weights_sha,
         &cache,

@@ -308,7 +308,7 @@ impl SetDef {
 /// Checks, before any work, that every set's files exist (image lists: every listed image, one
 /// error with the count and the first few missing paths), and returns each set's image count
 /// when it is known without decoding (image lists), for the size check.
-pub fn check_files(bench: &Benchmark, root: &Path) -> Result<Vec<Option<usize>>> {
+pub fn check_files<'a>(bench: &'a Benchmark, root: &Path) -> Result<Checked<'a>> {
     let mut counts = Vec::with_capacity(bench.sets.len());
     for s in &bench.sets {
         let data = s.data_spec(root)?;
@@ -338,7 +338,23 @@ pub fn check_files(bench: &Benchmark, root: &Path) -> Result<Vec<Option<usize>>>
             _ => None,
         });
     }
-    Ok(counts)
+    Ok(Checked {
+        bench,
+        root: root.to_path_buf(),
+        counts,
+    })
+}
+
+/// A benchmark whose files [`check_files`] found, over its data root: what [`extract`] takes, so
+/// the files are checked once, before any work.
+#[derive(Debug, Clone)]
+pub struct Checked<'a> {
+    /// The benchmark.
+    pub bench: &'a Benchmark,
+    /// The data root.
+    pub root: PathBuf,
+    /// Each set's image count when known without decoding (image lists).
+    pub counts: Vec<Option<usize>>,
 }
 
 /// Every image of an image list exists: else one error with the count and the first five
@@ -412,12 +428,11 @@ pub enum Event<'a> {
 }
 
 /// Extracts every set a run needs (all but `csid` unless `full_spectrum`) with `net` into the
-/// content-addressed cache ([`crate::network::extract_cached`]), after checking every file
-/// ([`check_files`]). `weights_sha256` identifies the network's weights in the cache key.
-#[allow(clippy::too_many_arguments)]
+/// content-addressed cache ([`crate::network::extract_cached`]), for a benchmark whose files
+/// [`check_files`] found. `weights_sha256` identifies the network's weights in the
+/// cache key.
 pub fn extract(
-    bench: &Benchmark,
-    root: &Path,
+    checked: &Checked<'_>,
     net: &dyn crate::network::Network,
     weights_sha256: &str,
     cache: &Path,
@@ -425,15 +440,15 @@ pub fn extract(
     full_spectrum: bool,
     progress: &mut dyn FnMut(Event<'_>),
 ) -> Result<Vec<ExtractedSet>> {
-    let counts = check_files(bench, root)?;
-    for (s, n) in bench.sets.iter().zip(&counts) {
+    let (bench, root, counts) = (checked.bench, &checked.root, &checked.counts);
+    for (s, n) in bench.sets.iter().zip(counts) {
         if let Some(w) = n.and_then(|n| size_warning(bench, s, n)) {
             progress(Event::Warning(&w));
         }
     }
     let spec = net.input_spec();
     let mut out = Vec::new();
-    for (s, listed) in bench.sets.iter().zip(counts) {
+    for (s, &listed) in bench.sets.iter().zip(counts) {
         if s.role == Role::Csid && !full_spectrum {
             continue;
         }
