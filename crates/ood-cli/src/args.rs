@@ -584,7 +584,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub encoder: Option<PathBuf>,
     /// Initial weights (fine-tuning, e.g. MixOE or OE from a CE model.safetensors); tensor names
-    /// and shapes must match the network.
+    /// and shapes must match the network, except that a K-class head starts TagFog's (K+1)-class
+    /// head (its extra row keeps the fresh initialisation).
     #[arg(long, value_name = "WEIGHTS.safetensors")]
     pub init: Option<PathBuf>,
     /// Epochs (default: the method's recipe, see below).

@@ -101,6 +101,27 @@ pub fn logsumexp(v: &[f32]) -> f64 {
     m + v.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln()
 }
 
+/// `ln(p / (1 − p))` of the largest softmax probability `p` of `v / t`, in f64 without ever
+/// forming `p`: `−ln Σ_{j≠top} exp((v_j − v_top) / t)`. The same ranking as `p` itself, but
+/// where `p` rounds to 1 (a confident sample: `1 − p` below 1e-16 in f64, 6e-8 in f32) this is
+/// still the gap between the top two scaled values, so no ranking is lost. `+∞` for one value.
+pub fn max_softmax_log_odds(v: impl Iterator<Item = f64> + Clone, t: f64) -> f64 {
+    let (top, vt) =
+        v.clone().enumerate().fold(
+            (0, f64::NEG_INFINITY),
+            |b, (i, x)| if x > b.1 { (i, x) } else { b },
+        );
+    let rest = v
+        .enumerate()
+        .filter(|&(i, _)| i != top)
+        .map(|(_, x)| (x - vt) / t);
+    let m = rest.clone().fold(f64::NEG_INFINITY, f64::max);
+    if m == f64::NEG_INFINITY {
+        return f64::INFINITY;
+    }
+    -(m + rest.map(|x| (x - m).exp()).sum::<f64>().ln())
+}
+
 /// Softmax of one row in f64.
 pub fn softmax(v: &[f32]) -> Vec<f64> {
     let lse = logsumexp(v);

@@ -210,6 +210,52 @@ fn conformance_every_default_detector() {
     println!("{}", report.join("\n"));
 }
 
+/// The confident-head case: the same blobs under a head three times larger (ID logit gaps
+/// ≈ 115 ± 2, so `1 − MSP ≈ e^{−115}` underflows in f32 and rounds away in f64). Distinct inputs
+/// have distinct exact scores, so a detector whose output saturates (every confident sample
+/// scored exactly 1, or the same rounded value) ties most ID samples and loses their ranking: at
+/// most 2 of the 200 ID test samples may share a score with another, and the far blob must still
+/// separate.
+#[test]
+fn conformance_confident_head_does_not_saturate() {
+    let b = blobs();
+    let head = Head::new(&b.head.weight * 3.0, b.head.bias.clone()).expect("head");
+    let rescore = |f: &Features| {
+        Features::with_head(f.embeddings.clone(), &head, f.labels.clone()).expect("features")
+    };
+    let (train, id_test, ood) = (rescore(&b.train), rescore(&b.id_test), rescore(&b.ood));
+    let mut failures = Vec::new();
+    for spec in DetectorSpec::all_defaults() {
+        let name = spec.name();
+        let scorer = fit(&spec, &(&train).into(), &head);
+        let id = scorer.score(&id_test).expect("score id");
+        let far = scorer.score(&ood).expect("score ood");
+        let mut sorted = id.to_vec();
+        sorted.sort_by(f32::total_cmp);
+        let tied = (0..sorted.len())
+            .filter(|&i| {
+                (i > 0 && sorted[i - 1] == sorted[i])
+                    || (i + 1 < sorted.len() && sorted[i + 1] == sorted[i])
+            })
+            .count();
+        let a = auroc(
+            id.as_slice().expect("contiguous"),
+            far.as_slice().expect("contiguous"),
+        );
+        if tied > 2 || a <= 0.95 {
+            failures.push(format!(
+                "{name}: {tied} of {} ID scores tied, far AUROC {a:.4}",
+                id.len()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "saturated scores:\n{}",
+        failures.join("\n")
+    );
+}
+
 #[test]
 fn conformance_specs_round_trip_through_names_and_params() {
     for spec in DetectorSpec::all_defaults() {

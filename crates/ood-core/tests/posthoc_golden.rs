@@ -75,6 +75,31 @@ fn load() -> (BTreeMap<String, Input>, Vec<Value>) {
     (inputs, doc["cases"].as_array().expect("cases").clone())
 }
 
+/// Sets the `log` option of detectors that have one and returns the map from the natural score
+/// to the log form (`ln S` for NegLabel, the log-odds `ln(p / (1 − p))` for MSP and MCM,
+/// `−ln KL` for KLM's `−KL`).
+fn set_log(spec: &mut DetectorSpec, on: bool) -> Option<fn(f64) -> f64> {
+    match spec {
+        DetectorSpec::NegLabel(n) => {
+            n.log = on;
+            Some(f64::ln)
+        }
+        DetectorSpec::Msp(m) => {
+            m.log = on;
+            Some(|p| (p / (1.0 - p)).ln())
+        }
+        DetectorSpec::Mcm(m) => {
+            m.log = on;
+            Some(|p| (p / (1.0 - p)).ln())
+        }
+        DetectorSpec::Klm(k) => {
+            k.log = on;
+            Some(|s| -(-s).ln())
+        }
+        _ => None,
+    }
+}
+
 #[test]
 fn posthoc_golden_matches_numpy_reference() {
     let (inputs, cases) = load();
@@ -92,9 +117,10 @@ fn posthoc_golden_matches_numpy_reference() {
         let mut spec =
             DetectorSpec::from_name(detector, &params).unwrap_or_else(|e| panic!("{label}: {e}"));
         let input = &inputs[case["input"].as_str().expect("input")];
-        if let DetectorSpec::NegLabel(n) = &mut spec {
-            // The reference computes S itself; the default outputs ln S (checked below).
-            n.log = false;
+        // The reference computes the natural score itself; detectors whose default output is a
+        // log form of it (same ranking, no saturation) are checked in both forms.
+        let log_form = set_log(&mut spec, false);
+        if let DetectorSpec::NegLabel(_) = &spec {
             assert!(input.negatives.is_some(), "neg_label input has negatives");
         }
         let fit = &input.sets[case["fit"].as_str().expect("fit set")];
@@ -120,8 +146,8 @@ fn posthoc_golden_matches_numpy_reference() {
                 "{label}: row {i}: got {g}, reference {w} (error {err:e})"
             );
         }
-        if let DetectorSpec::NegLabel(n) = &mut spec {
-            n.log = true;
+        if let Some(transform) = log_form {
+            set_log(&mut spec, true);
             let got = spec
                 .as_detector()
                 .fit_with(
@@ -135,10 +161,10 @@ fn posthoc_golden_matches_numpy_reference() {
                 .score(test)
                 .unwrap();
             for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
-                let lw = w.ln();
+                let lw = transform(w);
                 assert!(
                     (g as f64 - lw).abs() <= 1e-4 * lw.abs().max(1e-2),
-                    "{label} log=true: row {i}: got {g}, ln reference {lw}"
+                    "{label} log=true: row {i}: got {g}, log-form reference {lw}"
                 );
             }
         }

@@ -206,6 +206,31 @@ pub fn load_safetensors(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
     crate::models::common::load_strict(vs, &tensors, path)
 }
 
+/// [`load_safetensors`] for starting a training run from a classifier with fewer classes than
+/// the run's head (TagFog's extra outlier class): where the file's `{head}.weight` / `{head}.bias`
+/// has fewer rows than the model's and is otherwise the same shape, its rows are copied into
+/// the first rows of the head and the remaining rows keep the model's fresh initialisation.
+/// Every other tensor is copied strictly.
+pub fn load_init(vs: &mut nn::VarStore, path: &Path, head: &str) -> Result<()> {
+    let mut tensors = crate::models::common::read_weights(path)?;
+    let vars = vs.variables();
+    for name in [format!("{head}.weight"), format!("{head}.bias")] {
+        let (Some(src), Some(dst)) = (tensors.get(&name), vars.get(&name)) else {
+            continue;
+        };
+        let (s, d) = (src.size(), dst.size());
+        if s.len() == d.len() && s[1..] == d[1..] && s[0] < d[0] {
+            let merged = tch::no_grad(|| {
+                let m = dst.detach().copy();
+                m.narrow(0, 0, s[0]).copy_(&src.to_kind(m.kind()));
+                m
+            });
+            tensors.insert(name, merged);
+        }
+    }
+    crate::models::common::load_strict(vs, &tensors, path)
+}
+
 /// SHA-256 (hex) of a file, e.g. a weights file.
 pub fn file_sha256(path: &Path) -> Result<String> {
     Ok(ood_core::hashing::sha256_file(path)?)

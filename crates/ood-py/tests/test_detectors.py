@@ -20,11 +20,12 @@ def fit_kwargs(name, files):
 
 def test_registry_lists_every_detector_with_needs():
     ds = oodkit.detectors()
-    assert len(ds) == 20 and len(set(ALL)) == 20
+    assert len(ds) == 21 and len(set(ALL)) == 21
     by = {d["name"]: d for d in ds}
     assert by["knn"]["params"] == {"k": 50, "alpha": 1.0, "seed": 0}
     assert by["knn"]["needs"] == ["features"]
     assert by["msp"]["needs"] == ["logits"]
+    assert by["temp_scaling"]["needs"] == ["logits", "labels"]
     assert by["mahalanobis"]["needs"] == ["features", "labels"]
     assert by["vim"]["needs"] == ["features", "logits", "head"]
     assert by["neg_label"]["needs"] == ["features", "head", "negatives"]

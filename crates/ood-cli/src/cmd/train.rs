@@ -10,7 +10,7 @@ use ood_core::{atomic_file, hashing};
 use ood_nn::data::DataSpec;
 use ood_nn::losses::{self, ForwardFn, Method, Outliers, mixoe};
 use ood_nn::models::Arch;
-use ood_nn::network::load_safetensors;
+use ood_nn::network::load_init;
 use ood_nn::train::{
     Augment, EpochLog, Exported, Images, Optimizer, Precision, TrainConfig, TrainData, export,
     read_images, train,
@@ -33,7 +33,7 @@ fn with_network<T>(
     use ood_nn::Network;
     let mut net = arch.build(outputs, device)?;
     if let Some(p) = init {
-        load_safetensors(net.var_store_mut(), p).with_context(|| {
+        load_init(net.var_store_mut(), p, arch.head_name()).with_context(|| {
             format!(
                 "--init {}: the weights do not fit {}",
                 p.display(),

@@ -17,9 +17,18 @@
 //! with one GEMM per block of rows for the templates with full support (so `C = 1000` costs a
 //! matrix product, not `n·C²` logarithms) and the exact SciPy rule for templates with zeros;
 //! tiny negative rounding results are clamped to 0.
+//!
+//! Confident classifiers: when `1 − p_top` is below f64's resolution, `ln p` and `ln q` computed
+//! from rounded probabilities are 0 at the top class and the KL divergences (all ≈ 1e-160 for a
+//! logit gap of 380) lose their ranking. Here `ln p_i = z_i − z_top − log1p(Σ_{j≠top} e^{z_j −
+//! z_top})` comes straight from the logits, and a template's largest entry gets
+//! `ln q_k = log1p(−Σ_{j≠k} q_j)` from its other (accurate) entries, so every KL keeps its
+//! relative precision. `log = true` (the default) outputs `−ln KL_min` instead of `−KL_min` (the
+//! same ranking; the natural score rounds to −0 in f32 below 1e-45); `log = false` outputs
+//! `−KL_min` as OpenOOD does. An exact 0 divergence is scored as `−ln(f64::MIN_POSITIVE)`.
 
 use super::DetectorParams;
-use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores, softmax};
+use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores};
 use crate::error::{Error, Result};
 use crate::features::{DEFAULT_CHUNK_ROWS, Features, FitData, Head, argmax};
 use crate::linalg::matmul_f64;
@@ -27,12 +36,36 @@ use ndarray::{Array1, Array2, s};
 use serde::{Deserialize, Serialize};
 
 /// KL matching to class-conditional mean softmax vectors. Fit it on ID **validation** data.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Klm {}
+pub struct Klm {
+    /// Output `−ln KL_min` instead of `−KL_min` (same ranking, no saturation).
+    pub log: bool,
+}
+
+impl Default for Klm {
+    fn default() -> Self {
+        Klm { log: true }
+    }
+}
+
+/// `ln softmax(z)` in f64, accurate at the arg-max even when `1 − p_top` is below 1e-16.
+pub(crate) fn log_softmax(z: &[f32]) -> Vec<f64> {
+    let t = argmax(z);
+    let zt = z[t] as f64;
+    let rest: f64 = z
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != t)
+        .map(|(_, &v)| (v as f64 - zt).exp())
+        .sum();
+    let l = rest.ln_1p();
+    z.iter().map(|&v| v as f64 - zt - l).collect()
+}
 
 #[derive(Debug)]
 struct KlmScorer {
+    log: bool,
     /// `(c, c)`: row `c` is the renormalised `q_c`.
     templates: Array2<f64>,
     /// `(c, f)`: column `k` is `log q` of the `k`-th template with full support (every entry > 0).
@@ -76,8 +109,8 @@ impl Detector for Klm {
                 let k = argmax(&v);
                 counts[k] += 1;
                 let mut row = sums.row_mut(k);
-                for (s, p) in row.iter_mut().zip(softmax(&v)) {
-                    *s += p;
+                for (s, lp) in row.iter_mut().zip(log_softmax(&v)) {
+                    *s += lp.exp();
                 }
             }
             Ok(())
@@ -102,8 +135,29 @@ impl Detector for Klm {
         }
         let (full, partial): (Vec<usize>, Vec<usize>) =
             (0..c).partition(|&k| sums.row(k).iter().all(|&q| q > 0.0));
-        let log_full_t = Array2::from_shape_fn((c, full.len()), |(i, k)| sums[(full[k], i)].ln());
+        // ln q, with the largest entry of each template from the sum of the others (it may lie
+        // within rounding of 1, where `q.ln()` would be 0).
+        let log_q = |k: usize, i: usize| {
+            let row = sums.row(k);
+            let top = row
+                .iter()
+                .enumerate()
+                .fold(0, |b, (j, &v)| if v > row[b] { j } else { b });
+            if i == top {
+                let others: f64 = row
+                    .iter()
+                    .enumerate()
+                    .filter(|&(j, _)| j != top)
+                    .map(|(_, v)| v)
+                    .sum();
+                (-others).ln_1p()
+            } else {
+                row[i].ln()
+            }
+        };
+        let log_full_t = Array2::from_shape_fn((c, full.len()), |(i, k)| log_q(full[k], i));
         Ok(Box::new(KlmScorer {
+            log: self.log,
             templates: sums,
             log_full_t,
             partial,
@@ -120,20 +174,23 @@ impl Scorer for KlmScorer {
         let mut start = 0;
         while start < n {
             let end = (start + BLOCK_ROWS).min(n);
-            let mut p = Array2::<f64>::zeros((end - start, c));
-            for (mut dst, z) in p
+            let rows = end - start;
+            let mut p = Array2::<f64>::zeros((rows, c));
+            let mut neg_entropy = vec![0.0f64; rows];
+            for ((mut dst, z), h) in p
                 .rows_mut()
                 .into_iter()
                 .zip(x.logits.slice(s![start..end, ..]).rows())
+                .zip(neg_entropy.iter_mut())
             {
-                let sm = softmax(&z.to_vec());
-                let t: f64 = sm.iter().sum();
-                dst.iter_mut().zip(sm).for_each(|(d, v)| *d = v / t);
+                let lp = log_softmax(&z.to_vec());
+                *h = lp.iter().map(|&l| l.exp() * l).sum();
+                dst.iter_mut().zip(&lp).for_each(|(d, &l)| *d = l.exp());
             }
             // KL(p ‖ q) = Σ p log p − Σ p log q for full-support templates: one GEMM per block.
             let cross = matmul_f64(p.view(), self.log_full_t.view());
             for (i, pr) in p.rows().into_iter().enumerate() {
-                let neg_entropy: f64 = pr.iter().filter(|&&v| v > 0.0).map(|&v| v * v.ln()).sum();
+                let neg_entropy = neg_entropy[i];
                 let mut best = cross
                     .row(i)
                     .iter()
@@ -144,7 +201,11 @@ impl Scorer for KlmScorer {
                     let q = self.templates.row(k);
                     best = best.min(kl_divergence(ps, q.as_slice().expect("contiguous rows")));
                 }
-                out[start + i] = -best as f32;
+                out[start + i] = if self.log {
+                    -best.max(f64::MIN_POSITIVE).ln() as f32
+                } else {
+                    -best as f32
+                };
             }
             start = end;
         }
@@ -176,7 +237,7 @@ mod tests {
         .unwrap();
         let test =
             Features::with_head(array![[0.5f32, 0.2, 0.1], [0.0, 0.0, 0.0]], &head, None).unwrap();
-        let s = Klm {}
+        let s = Klm { log: false }
             .fit(&(&fit).into(), &head)
             .unwrap()
             .score(&test)
@@ -199,11 +260,50 @@ mod tests {
             let want = -kl(&p, &q0).min(kl(&p, &c));
             assert!((*got as f64 - want).abs() < 1e-6, "{got} vs {want}");
         }
+        // The default log form is −ln KL of the same divergences.
+        let l = Klm::default()
+            .fit(&(&fit).into(), &head)
+            .unwrap()
+            .score(&test)
+            .unwrap();
+        for (a, b) in l.iter().zip(s.iter()) {
+            let want = -(-(*b as f64)).ln();
+            assert!(
+                (*a as f64 - want).abs() < 1e-5 * want.abs().max(1.0),
+                "{a} vs {want}"
+            );
+        }
         // The one-hot template of class 2 gives +inf and never wins.
         assert!(kl_divergence(&[0.5, 0.5, 0.0], &[0.0, 0.0, 1.0]).is_infinite());
         // SciPy renormalises both arguments.
         let k1 = kl_divergence(&[1.0, 3.0], &[2.0, 2.0]);
         let k2 = kl_divergence(&[0.25, 0.75], &[0.5, 0.5]);
         assert!((k1 - k2).abs() < 1e-15 && (k2 - 0.130812035941137).abs() < 1e-12);
+    }
+
+    #[test]
+    fn klm_keeps_confident_samples_apart() {
+        // Logit gaps near 300: 1 − p ≈ 1e-130 rounds away in f64, the divergences are ≈ 1e-130.
+        let head = Head::new(Array2::eye(2), Array1::zeros(2)).unwrap();
+        let fit = Features::with_head(array![[300.0f32, 0.0], [310.0, 0.0]], &head, None).unwrap();
+        let test = Features::with_head(array![[290.0f32, 0.0], [320.0, 0.0]], &head, None).unwrap();
+        let s = Klm::default()
+            .fit(&(&fit).into(), &head)
+            .unwrap()
+            .score(&test)
+            .unwrap();
+        // q_0 = (1 − a, a) with a = (e^-300 + e^-310)/2; p = (1 − e^-g, e^-g):
+        // KL ≈ e^-g (ln e^-g − ln a) + (a − e^-g) = e^-g (−g − ln a − 1) + a.
+        let ln_a = -300.0 + ((1.0 + (-10.0f64).exp()) / 2.0).ln();
+        for (got, g) in s.iter().zip([290.0f64, 320.0]) {
+            let t = (-g - ln_a).exp(); // e^-g / a
+            let kl_over_a = t * (-g - ln_a - 1.0) + 1.0;
+            let want = -(ln_a + kl_over_a.ln());
+            assert!(
+                (*got as f64 - want).abs() < 1e-3,
+                "gap {g}: {got} vs {want}"
+            );
+        }
+        assert!(s[0] != s[1]);
     }
 }

@@ -13,11 +13,17 @@
 //! stable softmax. A zero vector is normalised as PyTorch's `F.normalize` does (norm clamped at
 //! 1e-12), so its cosines are 0.
 //!
+//! `log = true` (the default) outputs the log-odds `ln(S / (1 − S))` instead of `S` (same
+//! ranking; at CLIP's `τ = 0.01` a cosine gap of 0.4 already puts `1 − S` below f32's
+//! resolution, so `S` itself ties confident images). `log = false` outputs `S` as OpenOOD does.
+//!
 //! The text side (one prompt `"a photo of a <class>"` in MCM, an 80-template ensemble in OpenOOD) is
 //! whatever produced the head; this file sees only the numbers.
 
 use super::DetectorParams;
-use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores};
+use crate::detector::{
+    Detector, Scorer, check_fit_data, check_input, check_scores, max_softmax_log_odds,
+};
 use crate::error::{Error, Result};
 use crate::features::{Features, FitData, Head};
 use crate::linalg::matmul_f64;
@@ -30,11 +36,16 @@ use serde::{Deserialize, Serialize};
 pub struct Mcm {
     /// Softmax temperature `τ` applied to raw cosines (1 in MCM and OpenOOD).
     pub temperature: f64,
+    /// Output the log-odds `ln(S / (1 − S))` instead of `S` (same ranking, no saturation).
+    pub log: bool,
 }
 
 impl Default for Mcm {
     fn default() -> Self {
-        Mcm { temperature: 1.0 }
+        Mcm {
+            temperature: 1.0,
+            log: true,
+        }
     }
 }
 
@@ -88,6 +99,7 @@ pub(crate) fn mcm_from_cosines(cos: &[f64], temperature: f64) -> f64 {
 #[derive(Debug)]
 struct McmScorer {
     temperature: f64,
+    log: bool,
     /// `(d, C)` normalised ID-label embeddings.
     labels_t: Array2<f64>,
     head: Head,
@@ -102,8 +114,14 @@ impl Detector for Mcm {
             )));
         }
         check_fit_data(data, head, 0)?;
+        if self.log && head.num_classes() < 2 {
+            return Err(Error::InvalidParameter(
+                "mcm log=true needs at least two labels (with one, S = 1 for every image)".into(),
+            ));
+        }
         Ok(Box::new(McmScorer {
             temperature: self.temperature,
+            log: self.log,
             labels_t: normalized_columns(head.weight.view()),
             head: head.clone(),
         }))
@@ -117,7 +135,11 @@ impl Scorer for McmScorer {
         for_each_cosine_block(x.embeddings.view(), &[&self.labels_t], |start, cos| {
             for (i, r) in cos[0].rows().into_iter().enumerate() {
                 let r = r.as_slice().expect("fresh array rows are contiguous");
-                out[start + i] = mcm_from_cosines(r, self.temperature) as f32;
+                out[start + i] = if self.log {
+                    max_softmax_log_odds(r.iter().copied(), self.temperature) as f32
+                } else {
+                    mcm_from_cosines(r, self.temperature) as f32
+                };
             }
         });
         check_scores("mcm", out)
@@ -151,15 +173,23 @@ mod tests {
         // 0.6 and 7/(5√2).
         let head = Head::new(array![[2.0f32, 0.0], [1.0, 1.0]], array![0.0, 0.0]).unwrap();
         let x = Features::with_head(array![[3.0f32, 4.0], [0.0, 0.0]], &head, None).unwrap();
-        let s = Mcm { temperature: 0.5 }
-            .fit(&(&x).into(), &head)
-            .unwrap()
-            .score(&x)
-            .unwrap();
+        let exact = Mcm {
+            temperature: 0.5,
+            log: false,
+        };
+        let s = exact.fit(&(&x).into(), &head).unwrap().score(&x).unwrap();
         let c = [0.6, 7.0 / (5.0 * 2f64.sqrt())];
         let want = (c[1] / 0.5).exp() / ((c[0] / 0.5).exp() + (c[1] / 0.5).exp());
         assert!((s[0] as f64 - want).abs() < 1e-6, "{} vs {want}", s[0]);
         // The zero image has cosines 0, 0: a flat softmax.
         assert!((s[1] - 0.5).abs() < 1e-7);
+        // The default log form: ln(S / (1 − S)) = (c1 − c0) / τ here; 0 for the flat softmax.
+        let log = Mcm {
+            temperature: 0.5,
+            log: true,
+        };
+        let l = log.fit(&(&x).into(), &head).unwrap().score(&x).unwrap();
+        assert!((l[0] as f64 - (c[1] - c[0]) / 0.5).abs() < 1e-6, "{}", l[0]);
+        assert_eq!(l[1], 0.0);
     }
 }

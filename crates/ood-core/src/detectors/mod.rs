@@ -31,6 +31,7 @@ pub mod residual;
 pub mod rmds;
 pub mod scale;
 pub mod she;
+pub mod temp_scaling;
 pub mod vim;
 
 pub use ash::{Ash, AshVariant};
@@ -53,6 +54,7 @@ pub use residual::Residual;
 pub use rmds::Rmds;
 pub use scale::Scale;
 pub use she::{She, SheMetric};
+pub use temp_scaling::TempScaling;
 pub use vim::Vim;
 
 /// What every registered detector's params struct provides besides [`Detector`].
@@ -154,6 +156,7 @@ macro_rules! registry {
 
 registry! {
     Msp(Msp),
+    TempScaling(TempScaling),
     MaxLogit(MaxLogit),
     Energy(Energy),
     Gen(Gen),
@@ -268,7 +271,8 @@ pub(crate) mod tests {
         assert_eq!(
             d,
             DetectorSpec::Msp(Msp {
-                temperature: 1000.0
+                temperature: 1000.0,
+                log: true
             })
         );
         let e = DetectorSpec::from_name("msp", &[("k".into(), "3".into())])

@@ -62,6 +62,7 @@ impl DetectorSpec {
             }
             Fdbd(_) | Vim(_) => Needs::new(true, true, true, false),
             She(_) => Needs::new(true, true, false, true),
+            TempScaling(_) => Needs::new(false, true, false, true),
             Knn(_) => Needs::new(true, false, false, false),
             Mahalanobis(_) | Rmds(_) => Needs::new(true, false, false, true),
             NegLabel(_) => Needs {

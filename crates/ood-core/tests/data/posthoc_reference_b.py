@@ -15,6 +15,7 @@ import os
 
 import faiss
 import numpy as np
+from scipy.optimize import minimize_scalar
 from scipy.special import logsumexp
 from sklearn.covariance import EmpiricalCovariance
 
@@ -136,6 +137,26 @@ def nnguide(k, alpha, batch_size):
 
 case({"name": "nn_guide", "k": 10, "alpha": 0.1, "batch_size": 8}, nnguide(10, 0.1, 8))
 case({"name": "nn_guide"}, nnguide(100, 0.01, 200))
+
+
+# Temperature scaling (OpenOOD temp_scaling): T minimising the mean NLL of the labelled fit
+# logits, here by SciPy's bounded Brent search on ln T (OpenOOD approximates it with LBFGS);
+# score = max softmax(z / T), or its log-odds -logsumexp_{j != top}((z_j - z_top) / T).
+def temp_nll(log_t):
+    t = np.exp(log_t)
+    return np.mean(logsumexp(Z / t, axis=1) - Z[np.arange(N_TRAIN), labels] / t)
+
+
+fit_t = np.exp(
+    minimize_scalar(
+        temp_nll, bounds=(np.log(1e-3), np.log(1e3)), method="bounded", options={"xatol": 1e-9}
+    ).x
+)
+top = ZT.argmax(1)
+case({"name": "temp_scaling", "log": False}, np.exp(ZT / fit_t - logsumexp(ZT / fit_t, axis=1, keepdims=True)).max(1))
+rest = np.where(np.arange(C)[None, :] == top[:, None], -np.inf, (ZT - ZT.max(1, keepdims=True)) / fit_t)
+case({"name": "temp_scaling"}, -logsumexp(rest, axis=1))
+print(f"temp_scaling: T = {fit_t:.6f}")
 
 def j4(x):  # the exact 4-decimal values the float32 inputs were rounded from
     return np.round(x.astype(np.float64), 4).tolist()
