@@ -70,6 +70,11 @@ pub enum Command {
     /// Write TagFog's jigsaw fake outliers (tiles shuffled, seeded) as PNGs under
     /// `OUT/jigsaw/`, readable back as `folder:OUT` (e.g. by `ood train --outliers`).
     Jigsaw(JigsawArgs),
+    /// MixOE's hold-out-class benchmark of a labelled dataset: some classes held out of training,
+    /// their test images the near-OOD set. Writes images, OpenOOD imglists (train/val/test/near)
+    /// and `benchmark.toml` for `ood bench DIR/benchmark.toml`; train with
+    /// `ood train --data imglist:DIR/train.txt@DIR`.
+    Holdout(HoldoutArgs),
 }
 
 /// Subcommands of `ood neglabel`.
@@ -701,6 +706,40 @@ pub struct JigsawArgs {
     /// Use only the first N images.
     #[arg(long, value_name = "N", value_parser = positive)]
     pub limit: Option<usize>,
+}
+
+/// Arguments of `ood holdout`.
+#[derive(Debug, clap::Args)]
+pub struct HoldoutArgs {
+    /// Labelled source, KIND:PATH as for `ood extract` (a folder or archive per class, imglist,
+    /// idx, CIFAR batches); also the test images unless --test is given.
+    #[arg(long, value_name = "SPEC")]
+    pub data: String,
+    /// A separate labelled test source with the same classes.
+    #[arg(long, value_name = "SPEC")]
+    pub test: Option<String>,
+    /// A separate labelled validation source with the same classes.
+    #[arg(long, value_name = "SPEC")]
+    pub val: Option<String>,
+    /// Classes to hold out: a number (50) or a fraction of the classes (0.25), drawn with --seed.
+    #[arg(long, value_name = "N|FRACTION", default_value = "0.25")]
+    pub holdout: ood_nn::benchmarks::holdout::HoldoutCount,
+    /// The held-out classes by name (or label number) instead of a draw (comma-separated).
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    pub classes: Option<Vec<String>>,
+    /// Per class, the fraction of --data's images that become test images (without --test).
+    #[arg(long, default_value_t = 0.2)]
+    pub test_fraction: f64,
+    /// Per class, the fraction of the remaining training images kept for validation (without
+    /// --val).
+    #[arg(long, default_value_t = 0.1)]
+    pub val_fraction: f64,
+    /// Seed of the class draw and the per-class splits.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output folder (must not exist or be empty).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 /// A whole number of at least 1 (batch sizes, epochs, grids): 0 is refused by the parser, with

@@ -83,7 +83,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
         ins.push(("--text-head".into(), p.clone()));
     }
     let _guard = guard_outputs(&eval::named(&ins), &eval::named(&eval::output_files(&opts)))?;
-    let root = a.data_root.clone().unwrap_or_else(default_data_root);
+    let root = a
+        .data_root
+        .clone()
+        .or_else(|| bench.resolved_root.clone())
+        .unwrap_or_else(default_data_root);
     // Every file is checked before the network is loaded.
     let checked = benchmarks::check_files(&bench, &root)?;
 

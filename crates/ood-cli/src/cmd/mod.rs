@@ -11,6 +11,7 @@ mod embed_text;
 mod eval;
 mod example;
 mod extract;
+mod holdout;
 mod jigsaw;
 mod list;
 mod metrics;
@@ -39,5 +40,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Neglabel { command } => neglabel::run(command),
         Command::Train(a) => train::run(&a),
         Command::Jigsaw(a) => jigsaw::run(&a),
+        Command::Holdout(a) => holdout::run(&a),
     }
 }

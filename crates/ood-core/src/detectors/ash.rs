@@ -29,9 +29,10 @@
 
 use super::DetectorParams;
 use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::features::{Features, FitData, Head};
 use crate::kernels::logits::energies;
+use crate::kernels::top_k::{kept_count, top_k_indices};
 use ndarray::{Array1, Array2};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -72,39 +73,6 @@ impl Default for Ash {
             seed: 0,
         }
     }
-}
-
-/// `k = D − round_half_even(D·p/100)`; an `Err` when `p ∉ [0, 100]` or `k = 0`.
-pub(crate) fn kept_count(method: &str, dim: usize, p: f64) -> Result<usize> {
-    if !(0.0..=100.0).contains(&p) {
-        return Err(Error::InvalidParameter(format!(
-            "{method} percentile must be in [0, 100), got {p}"
-        )));
-    }
-    let pruned = (dim as f64 * p / 100.0).round_ties_even() as usize;
-    let k = dim.saturating_sub(pruned);
-    if k == 0 {
-        return Err(Error::InvalidParameter(format!(
-            "{method} percentile {p} keeps no activation of a {dim}-dimensional feature (k = 0)"
-        )));
-    }
-    Ok(k)
-}
-
-/// Indices of the `k` largest entries, value descending then index ascending (`-0.0 == +0.0`).
-pub(crate) fn top_k_indices(h: &[f32], k: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..h.len()).collect();
-    let cmp = |&a: &usize, &b: &usize| {
-        (h[b] + 0.0)
-            .total_cmp(&(h[a] + 0.0))
-            .then_with(|| a.cmp(&b))
-    };
-    if k < idx.len() {
-        idx.select_nth_unstable_by(k, cmp);
-        idx.truncate(k);
-    }
-    idx.sort_unstable_by(cmp);
-    idx
 }
 
 fn row_seed(seed: u64, row: &[f32]) -> u64 {
@@ -209,27 +177,6 @@ impl DetectorParams for Ash {
 mod tests {
     use super::*;
     use ndarray::array;
-
-    #[test]
-    fn ash_k_uses_round_half_even() {
-        assert_eq!(kept_count("ash", 512, 90.0).unwrap(), 51);
-        assert_eq!(kept_count("ash", 2048, 90.0).unwrap(), 205);
-        // 10 · 65 / 100 = 6.5 rounds to 6 (half to even), so k = 4; 10 · 75 / 100 = 7.5 → 8, k = 2.
-        assert_eq!(kept_count("ash", 10, 65.0).unwrap(), 4);
-        assert_eq!(kept_count("ash", 10, 75.0).unwrap(), 2);
-        assert!(kept_count("ash", 10, 96.0).is_err());
-        assert!(kept_count("ash", 10, -1.0).is_err());
-    }
-
-    #[test]
-    fn ash_top_k_breaks_ties_by_lower_index() {
-        assert_eq!(
-            top_k_indices(&[0.0, 2.0, 0.0, 2.0, -0.0, 1.0], 4),
-            vec![1, 3, 5, 0]
-        );
-        assert_eq!(top_k_indices(&[0.0, -0.0, 0.0], 2), vec![0, 1]);
-        assert_eq!(top_k_indices(&[3.0, 1.0], 2), vec![0, 1]);
-    }
 
     #[test]
     fn ash_variants_match_hand_computation() {

@@ -42,10 +42,10 @@
 //! Checked against the spec's section 9.4 vectors (G = 1 and G = 3 in identity order).
 
 use super::DetectorParams;
-use super::mcm::{for_each_cosine_block, normalized_columns};
 use crate::detector::{Detector, Scorer, SideInputs, check_fit_data, check_input, check_scores};
 use crate::error::{Error, Result};
 use crate::features::{Features, FitData, Head};
+use crate::kernels::cosine::{for_each_cosine_block, normalized_columns};
 use crate::safetensors::{self, SafeTensorsFile, TensorToWrite};
 use ndarray::{Array1, Array2, Axis};
 use rand::SeedableRng;

@@ -14,11 +14,11 @@
 //! non-negative (post-ReLU).
 
 use super::DetectorParams;
-use super::ash::{kept_count, top_k_indices};
 use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores};
 use crate::error::Result;
 use crate::features::{Features, FitData, Head};
 use crate::kernels::logits::energies;
+use crate::kernels::top_k::{kept_count, top_k_indices};
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 

@@ -8,9 +8,13 @@
 //! * [`class_stats`]: streamed class means and covariances, squared Mahalanobis distances
 //!   (Mahalanobis, RMDS).
 //! * [`residual_space`]: the ViM residual space (ViM, Residual).
+//! * [`top_k`]: how many and which activations a pruning percentile keeps (ASH, SCALE).
+//! * [`cosine`]: blocked cosine similarities against label embeddings (MCM, NegLabel).
 
 pub(crate) mod class_stats;
+pub(crate) mod cosine;
 pub(crate) mod logits;
 pub(crate) mod neighbours;
 pub(crate) mod percentile;
 pub(crate) mod residual_space;
+pub(crate) mod top_k;

@@ -20,12 +20,18 @@
 //! pad = 0                               # crop, zero padding; "none" turns a step off
 //! ```
 //!
+//! A manifest may also say `data_root = "DIR"` (before the sets): its data paths are then
+//! relative to `DIR`, itself relative to the manifest file, unless `--data-root` is given.
+//! [`holdout::write_holdout`] (`ood holdout`) writes such manifests next to their data.
+//!
 //! Exactly one `fit` and one `id` set; at least one `near`, `far` or `ood` set; at most one
 //! `fit_val`, `val_id` and `val_ood` (the parameter search's pair, used when both are given).
 //! `csid` sets are OpenOOD v1.5's covariate-shifted ID (ImageNet-V2/-C/-R): for full-spectrum
 //! evaluation they join the ID test set.
 //!
 //! The built-ins ([`BUILTIN`]) are manifests embedded in the library (`benchmarks/*.toml`).
+
+pub mod holdout;
 
 use crate::data::{DataSpec, Preprocess};
 use crate::error::{Error, Result};
@@ -139,9 +145,17 @@ pub struct Benchmark {
     /// Metric convention: `openood` (default), `classic`, `hendrycks`, `knn`.
     #[serde(default = "default_convention")]
     pub convention: String,
+    /// The folder the data paths are relative to, itself relative to the manifest file (e.g.
+    /// `"."` for a manifest written next to its data by `ood holdout`). Without it, paths are
+    /// relative to `--data-root`. `--data-root`, when given, wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_root: Option<String>,
     /// The sets, in report order.
     #[serde(rename = "set")]
     pub sets: Vec<SetDef>,
+    /// `data_root` resolved against the manifest file's folder (set by [`Benchmark::load`]).
+    #[serde(skip)]
+    pub resolved_root: Option<PathBuf>,
 }
 
 fn default_convention() -> String {
@@ -171,7 +185,12 @@ impl Benchmark {
         let path = Path::new(name_or_file);
         if name_or_file.ends_with(".toml") || path.is_file() {
             let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-            return Benchmark::from_toml(&text, &path.display().to_string());
+            let mut b = Benchmark::from_toml(&text, &path.display().to_string())?;
+            b.resolved_root = b
+                .data_root
+                .as_deref()
+                .map(|r| holdout::manifest_root(path, r));
+            return Ok(b);
         }
         Err(Error::Config(format!(
             "unknown benchmark '{name_or_file}' (built-in: {}; or a manifest FILE.toml)",
