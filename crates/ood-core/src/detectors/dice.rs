@@ -14,8 +14,9 @@
 use super::DetectorParams;
 use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores};
 use crate::error::{Error, Result};
-use crate::features::{DEFAULT_CHUNK_ROWS, Features, FitData, Head};
+use crate::features::{Features, FitData, Head};
 use crate::kernels::logits::energies;
+use crate::kernels::moments::mean_feature;
 use crate::kernels::percentile::percentile;
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
@@ -38,18 +39,6 @@ impl Default for Dice {
 struct DiceScorer {
     masked: Head,
     head: Head,
-}
-
-/// Mean fit feature in f64, streamed.
-pub(crate) fn mean_feature(data: &FitData<'_>) -> Result<Array1<f64>> {
-    let mut sum = Array1::<f64>::zeros(data.dim());
-    data.for_each_chunk(DEFAULT_CHUNK_ROWS, |chunk| {
-        for r in chunk.embeddings.rows() {
-            sum.iter_mut().zip(r).for_each(|(s, &v)| *s += v as f64);
-        }
-        Ok(())
-    })?;
-    Ok(sum / data.len() as f64)
 }
 
 impl Detector for Dice {

@@ -15,10 +15,10 @@
 //! score and an `Err`. Computed in f64 from the given logits.
 
 use super::DetectorParams;
-use super::dice::mean_feature;
 use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores};
 use crate::error::{Error, Result};
 use crate::features::{Features, FitData, Head, argmax};
+use crate::kernels::moments::mean_feature;
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 

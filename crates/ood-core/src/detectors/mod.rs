@@ -23,6 +23,8 @@ pub mod mahalanobis;
 pub mod max_logit;
 pub mod mcm;
 pub mod msp;
+pub mod nci;
+pub mod neco;
 pub mod needs;
 pub mod neg_label;
 pub mod nn_guide;
@@ -33,6 +35,7 @@ pub mod scale;
 pub mod she;
 pub mod temp_scaling;
 pub mod vim;
+pub mod vra;
 
 pub use ash::{Ash, AshVariant};
 pub use dice::Dice;
@@ -46,6 +49,8 @@ pub use mahalanobis::Mahalanobis;
 pub use max_logit::MaxLogit;
 pub use mcm::Mcm;
 pub use msp::Msp;
+pub use nci::Nci;
+pub use neco::Neco;
 pub use needs::Needs;
 pub use neg_label::NegLabel;
 pub use nn_guide::NnGuide;
@@ -56,6 +61,7 @@ pub use scale::Scale;
 pub use she::{She, SheMetric};
 pub use temp_scaling::TempScaling;
 pub use vim::Vim;
+pub use vra::Vra;
 
 /// What every registered detector's params struct provides besides [`Detector`].
 pub trait DetectorParams:
@@ -70,7 +76,7 @@ pub trait DetectorParams:
     fn sweep(&self) -> Vec<Self> {
         Vec::new()
     }
-    /// True for detectors that OpenOOD fits on ID **validation** data (ReAct, KLM, Residual);
+    /// True for detectors that OpenOOD fits on ID **validation** data (ReAct, VRA, KLM, Residual);
     /// runners pass ID val to them when it is available, else the fit data.
     const FITS_ON_VAL: bool = false;
     /// The ID-val and OOD-val scores of every candidate of a search grid at once, for detectors
@@ -176,6 +182,9 @@ registry! {
     Vim(Vim),
     Residual(Residual),
     NnGuide(NnGuide),
+    Vra(Vra),
+    Nci(Nci),
+    Neco(Neco),
 }
 
 impl DetectorSpec {

@@ -57,10 +57,11 @@ impl DetectorSpec {
                 Needs::new(false, true, false, false)
             }
             GradNorm(_) | NnGuide(_) => Needs::new(true, true, false, false),
-            React(_) | Ash(_) | Scale(_) | Dice(_) | Mcm(_) | Residual(_) => {
+            React(_) | Vra(_) | Ash(_) | Scale(_) | Dice(_) | Mcm(_) | Residual(_) => {
                 Needs::new(true, false, true, false)
             }
-            Fdbd(_) | Vim(_) => Needs::new(true, true, true, false),
+            Fdbd(_) | Vim(_) | Nci(_) => Needs::new(true, true, true, false),
+            Neco(n) => Needs::new(true, n.max_logit, false, false),
             She(_) => Needs::new(true, true, false, true),
             TempScaling(_) => Needs::new(false, true, false, true),
             Knn(_) => Needs::new(true, false, false, false),

@@ -3,8 +3,8 @@
 //! [`energies`] is the energy score `lse(z)` of every row of a logit matrix, computed with
 //! [`logsumexp`]. Used by the detectors that reshape features or weights and then score the
 //! recomputed logits with energy: [`ReAct`](crate::detectors::ReAct),
-//! [`Dice`](crate::detectors::Dice), [`Ash`](crate::detectors::Ash) and
-//! [`Scale`](crate::detectors::Scale).
+//! [`Vra`](crate::detectors::Vra), [`Dice`](crate::detectors::Dice),
+//! [`Ash`](crate::detectors::Ash) and [`Scale`](crate::detectors::Scale).
 
 use crate::detector::logsumexp;
 use ndarray::{Array1, Array2};

@@ -3,8 +3,9 @@
 //! Each module holds one kernel and its unit tests; the detector files in
 //! [`crate::detectors`] keep only the detectors.
 //! * [`neighbours`]: exact blocked nearest-neighbour search (KNN, NNGuide).
-//! * [`percentile`]: exact streamed NumPy-style percentiles (ReAct, DICE).
-//! * [`logits`]: row-wise energies of logit matrices (ReAct, DICE, ASH, SCALE).
+//! * [`percentile`]: exact streamed NumPy-style percentiles (ReAct, DICE, VRA).
+//! * [`logits`]: row-wise energies of logit matrices (ReAct, DICE, ASH, SCALE, VRA).
+//! * [`moments`]: streamed mean and covariance of unlabelled features (DICE, fDBD, NCI, NECO).
 //! * [`class_stats`]: streamed class means and covariances, squared Mahalanobis distances
 //!   (Mahalanobis, RMDS).
 //! * [`residual_space`]: the ViM residual space (ViM, Residual).
@@ -14,6 +15,7 @@
 pub(crate) mod class_stats;
 pub(crate) mod cosine;
 pub(crate) mod logits;
+pub(crate) mod moments;
 pub(crate) mod neighbours;
 pub(crate) mod percentile;
 pub(crate) mod residual_space;

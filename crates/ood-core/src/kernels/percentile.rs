@@ -6,8 +6,8 @@
 //! inside the one or two buckets that hold the needed order statistics (memory: a few histograms,
 //! about 1.5 MiB, whatever the number of values). [`feature_percentile`] applies it to every
 //! feature value of the fit data. Used by [`ReAct`](crate::detectors::ReAct) (clip threshold over
-//! the fit activations) and [`Dice`](crate::detectors::Dice) (threshold over the contribution
-//! matrix).
+//! the fit activations), [`Vra`](crate::detectors::Vra) (its two clip thresholds) and
+//! [`Dice`](crate::detectors::Dice) (threshold over the contribution matrix).
 
 use crate::error::{Error, Result};
 use crate::features::{DEFAULT_CHUNK_ROWS, FitData};
