@@ -1,7 +1,7 @@
 //! Runs the built `ood` binary: `ood metrics` output and exit codes.
 
 mod common;
-use common::{assert_fails, ood, stderr};
+use common::{assert_fails, ok, ood, stderr};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -160,4 +160,34 @@ fn metrics_errors_exit_2_and_name_the_problem() {
         ]),
         &["sklearn", "--convention", "openood"],
     );
+}
+
+#[test]
+fn list_detectors_groups_every_detector_once_by_family() {
+    let o = ok(ood(&["list", "detectors"]));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let mut family = String::new();
+    let mut seen = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        if let Some(f) = line.strip_suffix(':') {
+            family = f.to_string();
+        } else if let Some(name) = line.split_whitespace().next() {
+            assert!(line.contains("needs: "), "{line}");
+            assert!(
+                seen.insert(name.to_string(), family.clone()).is_none(),
+                "{name} twice"
+            );
+        }
+    }
+    assert_eq!(seen.len(), ood_core::DetectorSpec::names().len());
+    for (name, want) in [
+        ("msp", "logits"),
+        ("temp_scaling", "logits"),
+        ("knn", "features"),
+        ("vim", "features"),
+        ("mcm", "vision-language"),
+        ("neg_label", "vision-language"),
+    ] {
+        assert_eq!(seen[name], want, "{name}");
+    }
 }

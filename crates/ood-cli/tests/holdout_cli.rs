@@ -55,6 +55,12 @@ fn holdout_tiny_imagenet_split_train_and_bench() {
     let held_in = lines(&dir.join("classes.txt"));
     let held_out = lines(&dir.join("heldout.txt"));
     assert_eq!((held_in.len(), held_out.len()), (150, 50));
+    // Class names are the WordNet ids of wnids.txt, in sorted (label) order.
+    assert!(
+        held_in.iter().all(|c| c.starts_with('n') && c.len() == 9),
+        "{held_in:?}"
+    );
+    assert!(held_in.windows(2).all(|w| w[0] < w[1]));
     let ins: BTreeSet<&String> = held_in.iter().collect();
     assert!(held_out.iter().all(|c| !ins.contains(c)));
     let sets: BTreeMap<&str, Vec<(String, i64)>> = ["train", "val", "test", "near"]

@@ -3,22 +3,27 @@
 use anyhow::Result;
 use ood_core::DetectorSpec;
 
-/// Prints every detector, its parameters with defaults, and its search grid size.
+/// Prints every detector grouped by family (logits, features, vision-language): its parameters
+/// with defaults, its search grid size, what it reads, and where it comes from.
 pub fn run() -> Result<()> {
-    for d in DetectorSpec::all_defaults() {
-        let params: Vec<String> = d.params().iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let grid = d.sweep().len();
-        println!(
-            "{:<14} {:<40} sweep: {:<3} {}",
-            d.name(),
-            if params.is_empty() {
-                "(no parameters)".to_string()
-            } else {
-                params.join(" ")
-            },
-            grid,
-            d.about()
-        );
+    let all = DetectorSpec::all_defaults();
+    for family in ["logits", "features", "vision-language"] {
+        println!("{family}:");
+        for d in all.iter().filter(|d| d.family() == family) {
+            let params: Vec<String> = d.params().iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!(
+                "  {:<14} {:<40} sweep: {:<3} needs: {:<32} {}",
+                d.name(),
+                if params.is_empty() {
+                    "(no parameters)".to_string()
+                } else {
+                    params.join(" ")
+                },
+                d.sweep().len(),
+                d.needs().names().join(", "),
+                d.about()
+            );
+        }
     }
     Ok(())
 }

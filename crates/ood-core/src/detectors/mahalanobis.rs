@@ -10,7 +10,10 @@
 //!
 //! `normalize = true` applies `h/‖h‖` to fit and test features first: this is the ReweightOOD
 //! test-time scorer (Regmi et al., CVPR-W 2024; spec training-methods.md 3.5; OpenOOD key
-//! `reweightood`), used on the features of a CIDER-style backbone.
+//! `reweightood`), used on the features of a CIDER-style backbone. It is also Mahalanobis++
+//! (Mueller & Hein, "Mahalanobis++: Improving OOD Detection via Feature Normalization", ICML 2025,
+//! arXiv:2505.18032): L2-normalised features, then class means, the shared covariance and the
+//! minimum distance exactly as above; nothing else differs.
 //!
 //! Numerics and spec traps (the statistics and distances are `kernels/class_stats.rs`):
 //! * Fitting streams the data chunk by chunk and keeps only sufficient statistics in f64: per-class

@@ -74,6 +74,23 @@ impl DetectorSpec {
     }
 }
 
+impl DetectorSpec {
+    /// The detector's family, for listings: `logits` (the classifier's outputs only), `features`
+    /// (penultimate features, with the head or labels where needed) or `vision-language` (CLIP
+    /// image embeddings scored against label text embeddings). Detectors that need the network at
+    /// score time will form a fourth family.
+    pub fn family(&self) -> &'static str {
+        let n = self.needs();
+        if n.negatives || matches!(self, DetectorSpec::Mcm(_)) {
+            "vision-language"
+        } else if !n.features {
+            "logits"
+        } else {
+            "features"
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

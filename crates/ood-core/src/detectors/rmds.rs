@@ -9,6 +9,9 @@
 //! `s(h) = max_c (d₀ − d_c) = d₀ − min_c d_c`. Higher = more in-distribution. No
 //! hyper-parameters (`rmds.yml`), so no sweep.
 //!
+//! `normalize = true` applies `h/‖h‖` to fit and test features first, as Mahalanobis++ does for
+//! [`Mahalanobis`](super::Mahalanobis) (Mueller & Hein, ICML 2025).
+//!
 //! Shares the streamed f64 statistics of `kernels/class_stats.rs` with
 //! [`Mahalanobis`](super::Mahalanobis) (one pass, one chunk in memory); classes without fit
 //! samples are left out of the min, labels outside `0..c` are an error.
@@ -29,10 +32,14 @@ use serde::{Deserialize, Serialize};
 /// Mahalanobis distance relative to a class-agnostic background Gaussian.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Rmds {}
+pub struct Rmds {
+    /// L2-normalise fit and test features first (the Mahalanobis++ fix, applied to RMDS).
+    pub normalize: bool,
+}
 
 #[derive(Debug)]
 struct RmdsScorer {
+    normalize: bool,
     /// The global fit mean; every centre is relative to it.
     origin: Array1<f64>,
     centres: Array2<f64>,
@@ -43,12 +50,18 @@ struct RmdsScorer {
 
 impl Detector for Rmds {
     fn fit(&self, data: &FitData<'_>, head: &Head) -> Result<Box<dyn Scorer>> {
-        let st = fit_class_stats(data, head, false, "rmds")?;
+        let name = if self.normalize {
+            "rmds (normalize = true)"
+        } else {
+            "rmds"
+        };
+        let st = fit_class_stats(data, head, self.normalize, name)?;
         let rtol = Some(pinv_rtol(data.dim()));
         let precision = pinvh(st.within.view(), rtol)?;
         let global_precision = pinvh(st.global.view(), rtol)?;
         let centres = &st.means - &st.global_mean;
         Ok(Box::new(RmdsScorer {
+            normalize: self.normalize,
             origin: st.global_mean,
             centres,
             precision,
@@ -67,7 +80,7 @@ impl Scorer for RmdsScorer {
         let mut start = 0;
         while start < x.len() {
             let end = (start + SCORE_BLOCK).min(x.len());
-            let mut h = to_f64_rows(x.embeddings.slice(s![start..end, ..]), false);
+            let mut h = to_f64_rows(x.embeddings.slice(s![start..end, ..]), self.normalize);
             h -= &self.origin;
             let dc = sq_mahalanobis(h.view(), self.centres.view(), self.precision.view());
             let d0 = sq_mahalanobis(h.view(), zero.view(), self.global_precision.view());
@@ -126,5 +139,47 @@ mod tests {
             Rmds::default().fit(&(&unlabelled).into(), &head),
             Err(Error::MissingLabels { .. })
         ));
+    }
+
+    #[test]
+    fn rmds_normalize_equals_rmds_on_normalised_features() {
+        let head = Head::new(array![[1.0f32, 0.0], [0.0, 1.0]], array![0.0, 0.0]).unwrap();
+        let raw = array![
+            [1.0f32, 0.2],
+            [3.0, 0.5],
+            [0.1, 1.0],
+            [0.4, 3.0],
+            [2.0, 2.5]
+        ];
+        let unit = raw.map_axis(ndarray::Axis(1), |r| (r[0] * r[0] + r[1] * r[1]).sqrt());
+        let normed = &raw / &unit.insert_axis(ndarray::Axis(1));
+        let labels = Some(vec![0, 0, 1, 1, 1]);
+        let f = Features::with_head(raw, &head, labels.clone()).unwrap();
+        let g = Features::with_head(normed, &head, labels).unwrap();
+        let a = Rmds { normalize: true }
+            .fit(&(&f).into(), &head)
+            .unwrap()
+            .score(&f)
+            .unwrap();
+        let b = Rmds::default()
+            .fit(&(&g).into(), &head)
+            .unwrap()
+            .score(&g)
+            .unwrap();
+        for (x, y) in a.iter().zip(b.iter()) {
+            assert!((x - y).abs() <= 1e-4 * y.abs().max(1.0), "{x} vs {y}");
+        }
+        assert!(
+            a.iter()
+                .zip(
+                    Rmds::default()
+                        .fit(&(&f).into(), &head)
+                        .unwrap()
+                        .score(&f)
+                        .unwrap()
+                        .iter()
+                )
+                .any(|(x, y)| (x - y).abs() > 1e-3)
+        );
     }
 }

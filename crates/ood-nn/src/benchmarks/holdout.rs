@@ -147,7 +147,7 @@ fn safe(s: &str) -> String {
 }
 
 /// The file name an image is written under, and its bytes.
-fn encoded(sample: &RawSample, n: usize) -> Result<(String, Vec<u8>)> {
+fn encoded(sample: RawSample, n: usize) -> Result<(String, Vec<u8>)> {
     let base = sample
         .name
         .rsplit('/')
@@ -155,7 +155,8 @@ fn encoded(sample: &RawSample, n: usize) -> Result<(String, Vec<u8>)> {
         .unwrap_or(&sample.name)
         .to_string();
     let stem = safe(base.rsplit_once('.').map_or(base.as_str(), |(s, _)| s));
-    match &sample.pixels {
+    let name = sample.name.clone();
+    match sample.pixels {
         Pixels::Encoded(bytes) => {
             let ext = if bytes.starts_with(&[0xff, 0xd8]) {
                 "jpg"
@@ -164,21 +165,25 @@ fn encoded(sample: &RawSample, n: usize) -> Result<(String, Vec<u8>)> {
             } else {
                 base.rsplit_once('.').map_or("img", |(_, e)| e)
             };
-            Ok((format!("{n:06}_{stem}.{}", safe(ext)), bytes.clone()))
+            let file = format!("{n:06}_{stem}.{}", safe(ext));
+            Ok((file, bytes))
         }
-        pixels => {
+        Pixels::Gray {
+            width,
+            height,
+            data,
+        } => {
             let mut buf = std::io::Cursor::new(Vec::new());
-            match pixels {
-                Pixels::Gray {
-                    width,
-                    height,
-                    data,
-                } => image::GrayImage::from_raw(*width, *height, data.clone())
-                    .ok_or_else(|| Error::Config(format!("{}: bad pixel buffer", sample.name)))?
-                    .write_to(&mut buf, image::ImageFormat::Png),
-                _ => sample.decode()?.write_to(&mut buf, image::ImageFormat::Png),
-            }
-            .map_err(|e| Error::Config(format!("{}: encoding PNG: {e}", sample.name)))?;
+            image::GrayImage::from_raw(width, height, data)
+                .ok_or_else(|| Error::Config(format!("{name}: bad pixel buffer")))?
+                .write_to(&mut buf, image::ImageFormat::Png)
+                .map_err(|e| Error::Config(format!("{name}: encoding PNG: {e}")))?;
+            Ok((format!("{n:06}_{stem}.png"), buf.into_inner()))
+        }
+        Pixels::Rgb(img) => {
+            let mut buf = std::io::Cursor::new(Vec::new());
+            img.write_to(&mut buf, image::ImageFormat::Png)
+                .map_err(|e| Error::Config(format!("{name}: encoding PNG: {e}")))?;
             Ok((format!("{n:06}_{stem}.png"), buf.into_inner()))
         }
     }
@@ -364,7 +369,7 @@ pub fn write_holdout(
                 };
                 let s = s?;
                 let class = s.label as usize;
-                let (file, bytes) = encoded(&s, done + 1)?;
+                let (file, bytes) = encoded(s, done + 1)?;
                 let rel = format!("images/{set}/{}/{file}", safe(&names[class]));
                 let path = tmp.join(&rel);
                 let dir = path.parent().expect("has a parent");

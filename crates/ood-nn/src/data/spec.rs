@@ -236,12 +236,13 @@ impl DataSpec {
         }
     }
 
-    /// Class names in label order, where the source defines them (folder trees and
-    /// Tiny-ImageNet val), else an empty list.
+    /// Class names in label order, where the source defines them (folder trees, and the WordNet
+    /// ids of Tiny-ImageNet val), else an empty list.
     pub fn classes(&self) -> Result<Vec<String>> {
         match self {
             DataSpec::Tar(path) => tar::classes(path),
             DataSpec::Folder(dir) => folder::classes(dir),
+            DataSpec::TinVal(path) => tiny_imagenet::classes(path),
             _ => Ok(Vec::new()),
         }
     }

@@ -9,6 +9,23 @@ use crate::error::Result;
 use std::collections::HashMap;
 use std::path::Path;
 
+/// The class names (WordNet ids) in label order: the sorted `wnids.txt` of the archive.
+pub(super) fn classes(path: &Path) -> Result<Vec<String>> {
+    let (_, texts) = scan_tar(path, &|n: &str| n.ends_with("wnids.txt"))?;
+    let text = texts
+        .iter()
+        .find(|(k, _)| k.ends_with("wnids.txt"))
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .ok_or_else(|| data_err(path, "no 'wnids.txt' in the archive"))?;
+    let mut wnids: Vec<String> = text
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    wnids.sort();
+    Ok(wnids)
+}
+
 /// The images under `val/images/` (`val`) or `test/images/` of the archive, sorted by file name.
 pub(super) fn samples(path: &Path, val: bool) -> Result<SampleIter> {
     let is_text = |n: &str| n.ends_with("wnids.txt") || n.ends_with("val_annotations.txt");
