@@ -111,6 +111,9 @@ pub struct BenchmarkResult {
     pub detectors: Vec<DetectorSpec>,
     /// Scores per detector.
     pub scores: Vec<DetectorScores>,
+    /// Detectors that could not be fitted on this benchmark's data, with the reason (e.g. SHE
+    /// when a class has no correctly predicted fit sample); the others ran.
+    pub skipped: Vec<(String, String)>,
 }
 
 impl BenchmarkResult {
@@ -121,6 +124,7 @@ impl BenchmarkResult {
         self.rows.extend(other.rows);
         self.scores.extend(other.scores);
         self.detectors.extend(other.detectors);
+        self.skipped.extend(other.skipped);
     }
 }
 
@@ -177,7 +181,9 @@ pub fn group_means(rows: &[Row]) -> Vec<Row> {
 }
 
 /// Runs every detector on the benchmark. `progress` is called with a short message before each
-/// step (fit, then one scoring per set).
+/// step (fit, then one scoring per set). A detector that cannot be fitted on this data is
+/// recorded in [`BenchmarkResult::skipped`] and the others run; when none can be fitted, that is
+/// the error.
 pub fn run(
     input: &BenchmarkInput<'_>,
     detectors: &[DetectorSpec],
@@ -196,12 +202,19 @@ pub fn run(
     }
     let mut rows = Vec::new();
     let mut scores = Vec::new();
+    let mut ran = Vec::new();
+    let mut skipped = Vec::new();
     for spec in detectors {
         let name = spec.name();
         progress(&format!("{name}: fit"));
-        let scorer = fit_detector(spec, input).map_err(|e| {
-            Error::InvalidParameter(format!("detector {name}: fitting failed: {e}"))
-        })?;
+        let scorer = match fit_detector(spec, input) {
+            Ok(s) => s,
+            Err(e) => {
+                skipped.push((name.to_string(), e.to_string()));
+                continue;
+            }
+        };
+        ran.push(spec.clone());
         progress(&format!("{name}: score ID test"));
         let id_scores = scorer
             .score(input.id_test)
@@ -230,12 +243,20 @@ pub fn run(
             ood: ood_scores,
         });
     }
+    if ran.is_empty() {
+        let reasons: Vec<String> = skipped
+            .iter()
+            .map(|(d, e)| format!("detector {d}: fitting failed: {e}"))
+            .collect();
+        return Err(Error::InvalidParameter(reasons.join("; ")));
+    }
     Ok(BenchmarkResult {
         id_accuracy: input.id_test.accuracy(),
         convention,
         rows,
-        detectors: detectors.to_vec(),
+        detectors: ran,
         scores,
+        skipped,
     })
 }
 

@@ -62,6 +62,9 @@ pub fn text_table(result: &BenchmarkResult) -> String {
             pct(r.aupr_out)
         );
     }
+    for (d, reason) in &result.skipped {
+        let _ = writeln!(out, "\nskipped {d}: {reason}");
+    }
     out
 }
 
@@ -96,13 +99,20 @@ pub fn csv(result: &BenchmarkResult) -> String {
 
 /// The stable JSON result object: `id_accuracy`, `convention`, and `rows` (each with `dataset`,
 /// `group`, `detector`, `auroc`, `fpr95`, `aupr_in`, `aupr_out`, fractions), plus `detectors`
-/// (resolved parameters).
+/// (resolved parameters, the detectors that ran) and `skipped` (`{detector, reason}` of those
+/// that could not be fitted on this data).
 pub fn json(result: &BenchmarkResult) -> Value {
+    let skipped: Vec<Value> = result
+        .skipped
+        .iter()
+        .map(|(d, r)| json!({"detector": d, "reason": r}))
+        .collect();
     json!({
         "id_accuracy": result.id_accuracy,
         "convention": result.convention,
         "rows": result.rows,
         "detectors": result.detectors,
+        "skipped": skipped,
     })
 }
 

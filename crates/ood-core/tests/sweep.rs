@@ -58,3 +58,45 @@ fn knn_sweep_records_too_large_k_per_candidate() {
         other => panic!("chose {other:?}"),
     }
 }
+
+#[test]
+fn a_detector_that_cannot_fit_is_skipped_and_the_others_run() {
+    use ood_core::benchmark::{Group, OodSet, run};
+    let b = generate(7, 10, 32, 120);
+    // Fit data whose labels never match the head's predictions: SHE has no pattern for any class.
+    let mut wrong = b.train.clone();
+    let preds = wrong.predictions();
+    wrong.labels = Some(preds.iter().map(|&p| ((p + 1) % 10) as i64).collect());
+    let ood = [OodSet {
+        name: "near".into(),
+        group: Some(Group::Near),
+        features: b.near.clone(),
+    }];
+    let input = BenchmarkInput {
+        fit: FitData::Memory(&wrong),
+        ood: &ood,
+        ..input(&b)
+    };
+    let she = DetectorSpec::from_name("she", &[]).unwrap();
+    let msp = DetectorSpec::from_name("msp", &[]).unwrap();
+    let r = run(
+        &input,
+        &[she.clone(), msp],
+        metrics::Convention::Openood,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(r.skipped.len(), 1);
+    assert_eq!(r.skipped[0].0, "she");
+    assert!(r.skipped[0].1.contains("she"), "{}", r.skipped[0].1);
+    assert_eq!(r.detectors.len(), 1);
+    assert!(r.rows.iter().all(|row| row.detector == "msp") && !r.rows.is_empty());
+    let table = ood_core::report::text_table(&r);
+    assert!(table.contains("skipped she:"), "{table}");
+    assert_eq!(ood_core::report::json(&r)["skipped"][0]["detector"], "she");
+    // With nothing left to run, the failure is the error.
+    let e = run(&input, &[she], metrics::Convention::Openood, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("detector she: fitting failed"), "{e}");
+}
