@@ -359,6 +359,10 @@ pub struct ExtractArgs {
     /// configuration and input hashes go to `<out>.config.json`.
     #[arg(long)]
     pub out: PathBuf,
+    /// Also write the network's classifier head (safetensors `weight` (C, d), `bias` (C)) here,
+    /// as `ood eval --head` / `ood score --head` read it.
+    #[arg(long, value_name = "FILE")]
+    pub head_out: Option<PathBuf>,
     /// Images per forward pass.
     #[arg(long, default_value_t = 256, value_parser = positive)]
     pub batch_size: usize,

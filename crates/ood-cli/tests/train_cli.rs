@@ -221,11 +221,24 @@ fn train_every_method_exports_loadable_weights() {
             &spec,
             "--out",
             feats.to_str().unwrap(),
+            "--head-out",
+            out.join("extracted_head.safetensors").to_str().unwrap(),
             "--threads",
             "1",
         ]));
         let f = ood_core::Features::load(&feats).unwrap();
         assert_eq!((f.len(), f.dim(), f.num_classes()), (36, 64, 3), "{method}");
+        // --head-out writes the network's head: the exported one, and it reproduces the logits.
+        let h = ood_core::Head::load(out.join("extracted_head.safetensors")).unwrap();
+        assert_eq!(h, head, "{method}: extracted head vs exported head");
+        let z = h.logits(f.embeddings.view()).unwrap();
+        let err = (&z - &f.logits)
+            .mapv(f32::abs)
+            .fold(0.0f32, |m, &v| m.max(v));
+        assert!(
+            err < 1e-3,
+            "{method}: head logits differ from extracted logits by {err}"
+        );
         if method == "tagfog" {
             assert_eq!(cfg["network_outputs"], 4);
             assert_eq!(cfg["num_outliers"], 24);

@@ -35,13 +35,14 @@ pub fn run(a: ExtractArgs) -> Result<()> {
         ins.push(("--text-head", h.as_path()));
     }
     let config_path = with_appended(&a.out, ".config.json");
-    let _guard = guard_outputs(
-        &ins,
-        &[
-            ("--out", a.out.as_path()),
-            ("--out (its .config.json)", config_path.as_path()),
-        ],
-    )?;
+    let mut outs = vec![
+        ("--out", a.out.as_path()),
+        ("--out (its .config.json)", config_path.as_path()),
+    ];
+    if let Some(h) = &a.head_out {
+        outs.push(("--head-out", h.as_path()));
+    }
+    let _guard = guard_outputs(&ins, &outs)?;
     let model_opts = ModelOptions {
         torchscript: a.torchscript.options(),
         class_text: a.text_head.clone(),
@@ -104,6 +105,11 @@ pub fn run(a: ExtractArgs) -> Result<()> {
     ex.features
         .save(&a.out)
         .with_context(|| format!("writing {}", a.out.display()))?;
+    if let Some(h) = &a.head_out {
+        net.head()?
+            .save(h)
+            .with_context(|| format!("writing {}", h.display()))?;
+    }
 
     let config = serde_json::json!({
         "command": "extract",
@@ -125,6 +131,7 @@ pub fn run(a: ExtractArgs) -> Result<()> {
         "mean": preprocess.mean,
         "std": preprocess.std,
         "cache_key": key,
+        "head_out": a.head_out.as_ref().map(|p| p.display().to_string()),
     });
     finish(&a, config, &ex, device, secs, &data, "top-1")?;
     Ok(())
