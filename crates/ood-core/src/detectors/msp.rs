@@ -17,7 +17,7 @@ use crate::detector::{
 };
 use crate::error::{Error, Result};
 use crate::features::{Features, FitData, Head};
-use ndarray::Array1;
+use ndarray::{Array1, ArrayView2};
 use serde::{Deserialize, Serialize};
 
 /// Maximum softmax probability with temperature.
@@ -68,23 +68,28 @@ impl Detector for Msp {
     }
 }
 
+/// MSP of every row of `logits` at temperature `t`: the probability, or its log-odds when `log`
+/// (MSP and temperature scaling).
+pub(crate) fn msp_scores(logits: ArrayView2<'_, f32>, t: f64, log: bool) -> Array1<f32> {
+    logits
+        .rows()
+        .into_iter()
+        .map(|r| {
+            if log {
+                max_softmax_log_odds(r.iter().map(|&z| z as f64), t) as f32
+            } else {
+                // f64 division rounded to f32 equals f32 division (53 ≥ 2·24 + 2 bits).
+                let scaled: Vec<f32> = r.iter().map(|&z| (z as f64 / t) as f32).collect();
+                softmax(&scaled).into_iter().fold(0.0f64, f64::max) as f32
+            }
+        })
+        .collect()
+}
+
 impl Scorer for MspScorer {
     fn score(&self, x: &Features) -> Result<Array1<f32>> {
         check_input(x, &self.head)?;
-        let t = self.temperature;
-        let s = x
-            .logits
-            .rows()
-            .into_iter()
-            .map(|r| {
-                if self.log {
-                    max_softmax_log_odds(r.iter().map(|&z| z as f64), t as f64) as f32
-                } else {
-                    let scaled: Vec<f32> = r.iter().map(|&z| z / t).collect();
-                    softmax(&scaled).into_iter().fold(0.0f64, f64::max) as f32
-                }
-            })
-            .collect();
+        let s = msp_scores(x.logits.view(), self.temperature as f64, self.log);
         check_scores("msp", s)
     }
 }

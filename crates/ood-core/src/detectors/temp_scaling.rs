@@ -17,9 +17,8 @@
 //! Checked against SciPy's bounded scalar minimiser (`tests/data/posthoc_reference_b.py`).
 
 use super::DetectorParams;
-use crate::detector::{
-    Detector, Scorer, check_fit_data, check_input, check_scores, max_softmax_log_odds, softmax,
-};
+use super::msp::msp_scores;
+use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores};
 use crate::error::{Error, Result};
 use crate::features::{DEFAULT_CHUNK_ROWS, Features, FitData, Head};
 use ndarray::Array1;
@@ -130,20 +129,7 @@ impl Detector for TempScaling {
 impl Scorer for TempScalingScorer {
     fn score(&self, x: &Features) -> Result<Array1<f32>> {
         check_input(x, &self.head)?;
-        let t = self.temperature;
-        let s = x
-            .logits
-            .rows()
-            .into_iter()
-            .map(|r| {
-                if self.log {
-                    max_softmax_log_odds(r.iter().map(|&z| z as f64), t) as f32
-                } else {
-                    let scaled: Vec<f32> = r.iter().map(|&z| (z as f64 / t) as f32).collect();
-                    softmax(&scaled).into_iter().fold(0.0f64, f64::max) as f32
-                }
-            })
-            .collect();
+        let s = msp_scores(x.logits.view(), self.temperature, self.log);
         check_scores(TempScaling::NAME, s)
     }
 }
