@@ -51,6 +51,49 @@ pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic(path, |w| w.write_all(bytes))
 }
 
+/// Refuses `dir` when it exists and is not empty: output folders are written whole, never into
+/// (call it before any work, so that a bad `--out` fails fast).
+pub fn ensure_empty_dir(dir: &Path) -> Result<()> {
+    if dir.exists()
+        && std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .next()
+            .is_some()
+    {
+        return Err(Error::Format {
+            path: dir.to_path_buf(),
+            reason: "exists and is not empty (choose a new output folder)".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Writes a folder atomically: `fill` writes into a temporary folder beside `dir`, which is then
+/// renamed onto `dir` (which must not exist or be empty). On error the temporary folder is
+/// removed, so `dir` is either complete or untouched.
+pub fn write_dir_atomic<T, E: From<Error>>(
+    dir: &Path,
+    fill: impl FnOnce(&Path) -> std::result::Result<T, E>,
+) -> std::result::Result<T, E> {
+    ensure_empty_dir(dir)?;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    let tmp = temp_path(dir);
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let result = fill(&tmp).and_then(|v| {
+        if dir.exists() {
+            std::fs::remove_dir(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+        Ok(v)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
 /// One named file of a command: the argument that names it (e.g. `--out`) and its path.
 pub type NamedPath<'a> = (&'a str, &'a Path);
 
@@ -253,5 +296,35 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         write_bytes_atomic(&p, b"ok").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"ok");
+    }
+
+    #[test]
+    fn write_dir_atomic_is_all_or_nothing_and_never_writes_into_a_full_folder() {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path().join("sub/out");
+        let n = write_dir_atomic(&out, |tmp| -> Result<usize> {
+            std::fs::write(tmp.join("a.txt"), "a").unwrap();
+            Ok(1)
+        })
+        .unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(std::fs::read_to_string(out.join("a.txt")).unwrap(), "a");
+        // Not empty now: refused before `fill` runs.
+        let e = write_dir_atomic(&out, |_| -> Result<()> { panic!("must not run") }).unwrap_err();
+        assert!(e.to_string().contains("not empty"), "{e}");
+        // A failing fill leaves the (empty) folder untouched and no temporary folder.
+        let failed = t.path().join("failed");
+        std::fs::create_dir(&failed).unwrap();
+        let r = write_dir_atomic(&failed, |tmp| -> Result<()> {
+            std::fs::write(tmp.join("half.txt"), "x").unwrap();
+            Err(Error::InvalidParameter("boom".into()))
+        });
+        assert!(r.is_err());
+        assert_eq!(std::fs::read_dir(&failed).unwrap().count(), 0);
+        let names: Vec<String> = std::fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
     }
 }

@@ -18,14 +18,7 @@ pub fn run(a: &JigsawArgs) -> Result<()> {
         bail!("--per-image and --limit must be at least 1");
     }
     let spec = DataSpec::parse(&a.data)?;
-    if a.out.exists()
-        && std::fs::read_dir(&a.out)
-            .with_context(|| format!("reading {}", a.out.display()))?
-            .next()
-            .is_some()
-    {
-        bail!("{}: exists and is not empty", a.out.display());
-    }
+    ood_core::atomic_file::ensure_empty_dir(&a.out)?;
     let mut images = Vec::new();
     for s in spec.samples()?.take(a.limit.unwrap_or(usize::MAX)) {
         images.push(s?.decode()?);
@@ -33,19 +26,12 @@ pub fn run(a: &JigsawArgs) -> Result<()> {
     if images.is_empty() {
         bail!("{}: no images", a.data);
     }
-    let parent = a
-        .out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let tmp = ood_core::atomic_file::temp_path(&a.out);
-    let class_dir = tmp.join("jigsaw");
-    std::fs::create_dir_all(&class_dir)
-        .with_context(|| format!("creating {}", class_dir.display()))?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(a.seed);
     let mut count = 0usize;
-    let result = (|| -> Result<()> {
+    ood_core::atomic_file::write_dir_atomic(&a.out, |tmp| -> Result<()> {
+        let class_dir = tmp.join("jigsaw");
+        std::fs::create_dir_all(&class_dir)
+            .with_context(|| format!("creating {}", class_dir.display()))?;
         for _pass in 0..a.per_image {
             for img in &images {
                 let (w, h) = img.dimensions();
@@ -83,17 +69,8 @@ pub fn run(a: &JigsawArgs) -> Result<()> {
             serde_json::to_string_pretty(&config)? + "\n",
         )
         .with_context(|| format!("writing {}", tmp.display()))?;
-        if a.out.exists() {
-            std::fs::remove_dir(&a.out)
-                .with_context(|| format!("replacing {}", a.out.display()))?;
-        }
-        std::fs::rename(&tmp, &a.out).with_context(|| format!("writing {}", a.out.display()))?;
         Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    result?;
+    })?;
     eprintln!("wrote {count} jigsaw images -> {}", a.out.display());
     Ok(())
 }

@@ -221,17 +221,7 @@ pub fn write_holdout(
             "without a separate test source the test fraction must be above 0".into(),
         ));
     }
-    if out.exists()
-        && std::fs::read_dir(out)
-            .map_err(|e| Error::io(out, e))?
-            .next()
-            .is_some()
-    {
-        return Err(Error::Config(format!(
-            "{}: exists and is not empty (choose a new output folder)",
-            out.display()
-        )));
-    }
+    ood_core::atomic_file::ensure_empty_dir(out)?;
     let labels = labels_of(&opts.data)?;
     let names = class_names(&opts.data, &labels)?;
     // Sources: 0 = data, 1 = test, 2 = val.
@@ -346,14 +336,8 @@ pub fn write_holdout(
     }
     let total: usize = assign.iter().map(BTreeMap::len).sum();
 
-    // Write everything into a temporary folder, then rename it into place.
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    let tmp = ood_core::atomic_file::temp_path(out);
-    let result = (|| -> Result<Holdout> {
+    // Everything goes into a temporary folder that is renamed into place at the end.
+    ood_core::atomic_file::write_dir_atomic(out, |tmp| -> Result<Holdout> {
         let mut lists: BTreeMap<&str, String> = ["train", "val", "test", "near"]
             .into_iter()
             .map(|s| (s, String::new()))
@@ -468,20 +452,7 @@ pub fn write_holdout(
             counts,
             benchmark,
         })
-    })();
-    match result {
-        Ok(h) => {
-            if out.exists() {
-                std::fs::remove_dir(out).map_err(|e| Error::io(out, e))?;
-            }
-            std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
-            Ok(h)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Err(e)
-        }
-    }
+    })
 }
 
 /// The data root of a manifest read from `file` with `data_root` set: that folder relative to
