@@ -196,21 +196,15 @@ pub fn load_model(
     Ok(Box::new(arch.load(&file, device)?))
 }
 
-/// Copies every variable of `vs` from a weights file with the same tensor names: the one
-/// reader ([`crate::models::common::read_weights`]: safetensors or a legacy `.th` pickle, any
-/// float dtype, `module.` stripped, NaN refused) and the one strict copy
+/// Copies every variable of `vs` from a weights file with the same tensor names: the one reader
+/// ([`crate::models::common::read_weights`]: safetensors or a legacy `.th` pickle, any float
+/// dtype, `module.` stripped, NaN refused) and the one strict copy
 /// ([`crate::models::common::load_strict`]: missing, mis-shaped and unused tensors are errors
-/// naming the file and the tensors).
-pub fn load_safetensors(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
-    let tensors = crate::models::common::read_weights(path)?;
-    crate::models::common::load_strict(vs, &tensors, path)
-}
-
-/// [`load_safetensors`] for starting a training run from a classifier with fewer classes than
-/// the run's head (TagFog's extra outlier class): where the file's `{head}.weight` / `{head}.bias`
-/// has fewer rows than the model's and is otherwise the same shape, its rows are copied into
-/// the first rows of the head and the remaining rows keep the model's fresh initialisation.
-/// Every other tensor is copied strictly.
+/// naming the file and the tensors). One exception, for starting a training run from a
+/// classifier with fewer classes than the run's head (TagFog's extra outlier class): where the
+/// file's `{head}.weight` / `{head}.bias` has fewer rows than the model's and is otherwise the
+/// same shape, its rows are copied into the first rows of the head and the remaining rows keep
+/// the model's fresh initialisation.
 pub fn load_init(vs: &mut nn::VarStore, path: &Path, head: &str) -> Result<()> {
     let mut tensors = crate::models::common::read_weights(path)?;
     let vars = vs.variables();
