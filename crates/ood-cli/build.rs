@@ -1,6 +1,6 @@
-//! Links libtorch's CUDA library into the `ood` binary (the linker drops it otherwise, and
+//! Links libtorch's CUDA library into the `ood-net` binary (the linker drops it otherwise, and
 //! `tch::Cuda::is_available()` is then false even on a GPU) and bakes an rpath to torch's `lib`
-//! folder so `target/*/ood` runs without `LD_LIBRARY_PATH` on the build machine. See
+//! folder so `target/*/ood-net` runs without `LD_LIBRARY_PATH` on the build machine. See
 //! /work/shared/spec/rust-stack.md, "Installing libtorch for tch".
 
 use std::path::PathBuf;
@@ -39,8 +39,8 @@ fn main() {
     println!("cargo:rustc-link-search=native={}", dir.display());
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
     if dir.join("libtorch_cuda.so").exists() {
-        println!("cargo:rustc-link-arg-bins=-Wl,--no-as-needed");
-        println!("cargo:rustc-link-arg-bins=-ltorch_cuda");
-        println!("cargo:rustc-link-arg-bins=-Wl,--as-needed");
+        println!("cargo:rustc-link-arg-bin=ood-net=-Wl,--no-as-needed");
+        println!("cargo:rustc-link-arg-bin=ood-net=-ltorch_cuda");
+        println!("cargo:rustc-link-arg-bin=ood-net=-Wl,--as-needed");
     }
 }

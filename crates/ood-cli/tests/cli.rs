@@ -191,3 +191,49 @@ fn list_detectors_groups_every_detector_once_by_family() {
         assert_eq!(seen[name], want, "{name}");
     }
 }
+
+/// Whether an ELF file names `lib` among its libraries (DT_NEEDED names live in .dynstr).
+fn names_library(exe: &str, lib: &[u8]) -> bool {
+    let bytes = std::fs::read(exe).expect("the binary is readable");
+    bytes.windows(lib.len()).any(|w| w == lib)
+}
+
+#[test]
+fn ood_runs_light_commands_without_libtorch_and_hands_the_rest_to_ood_net() {
+    // `ood` itself must not load libtorch (start-up cost and memory of `metrics`, `list`, ...);
+    // `ood-net` must (it runs the networks), which also shows the check can fail.
+    assert!(!names_library(env!("CARGO_BIN_EXE_ood"), b"libtorch_cpu"));
+    assert!(names_library(
+        env!("CARGO_BIN_EXE_ood-net"),
+        b"libtorch_cpu"
+    ));
+    // Network commands, help and mistakes go through `ood-net`, which knows every command.
+    let help = ok(ood(&["--help"]));
+    let help = String::from_utf8_lossy(&help.stdout);
+    for cmd in ["metrics", "eval", "extract", "train", "holdout"] {
+        assert!(
+            help.contains(&format!("\n  {cmd} ")),
+            "--help lists {cmd}:\n{help}"
+        );
+    }
+    let o = ood(&[
+        "extract",
+        "--model",
+        "resnet20",
+        "--data",
+        "folder:/nonexistent-ood-dir",
+    ]);
+    assert_fails(
+        &o,
+        &[
+            "required arguments were not provided",
+            "--out <OUT>",
+            "Usage: ood extract",
+        ],
+    );
+    let o = ood(&["no-such-command"]);
+    assert_fails(&o, &["unrecognized subcommand 'no-such-command'"]);
+    // A light command's own help comes from `ood` and reads as `ood`.
+    let h = ok(ood(&["metrics", "--help"]));
+    assert!(String::from_utf8_lossy(&h.stdout).contains("Usage: ood metrics"));
+}

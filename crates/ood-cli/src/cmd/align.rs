@@ -2,10 +2,10 @@
 //! ([`ood_nn::align`]), and the shared helper `ood bench --align auto` uses.
 
 use crate::args::AlignArgs;
-use crate::cmd::common::guard_outputs;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array2;
+use ood_cli::light::common::guard_outputs;
 use ood_core::safetensors::SafeTensorsFile;
 use ood_core::{Features, atomic_file, hashing};
 use ood_nn::align::{AlignConfig, fit_projection};

@@ -4,10 +4,11 @@
 //! runs through `ood eval`'s runner.
 
 use crate::args::BenchArgs;
-use crate::cmd::common::guard_outputs;
-use crate::cmd::eval::{self, Inputs, Options, VisionLanguage};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use ood_cli::light::common::guard_outputs;
+use ood_cli::light::eval::{self, Inputs, Options, VisionLanguage};
+use ood_cli::outln;
 use ood_core::DetectorSpec;
 use ood_core::projection::Projection;
 use ood_nn::benchmarks::{self, Benchmark, Event};
@@ -25,17 +26,13 @@ fn default_data_root() -> PathBuf {
 
 /// `ood bench --list`: every built-in with its description and layout.
 fn list() -> Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
     for b in Benchmark::builtins()? {
         let alias: Vec<&str> = benchmarks::ALIASES
             .iter()
             .filter(|(_, n)| *n == b.name)
             .map(|(a, _)| *a)
             .collect();
-        // A closed pipe (`ood bench --list | head`) ends the listing quietly.
-        let written = writeln!(
-            out,
+        outln!(
             "{}{} ({} sets, {} convention)\n  {}\n  layout: {}\n",
             b.name,
             if alias.is_empty() {
@@ -47,10 +44,7 @@ fn list() -> Result<()> {
             b.convention,
             b.description.trim(),
             b.layout.trim()
-        );
-        if written.is_err() {
-            break;
-        }
+        )?;
     }
     Ok(())
 }

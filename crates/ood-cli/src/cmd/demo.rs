@@ -3,9 +3,9 @@
 //! every detector through `ood eval`'s [`eval::execute`] (table, CSV, JSON, config, HTML report).
 
 use crate::args::DemoArgs;
-use crate::cmd::eval::{self, Inputs, Options};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use ood_cli::light::eval::{self, Inputs, Options};
 use ood_core::benchmark::Group;
 use ood_nn::data::DataSpec;
 use ood_nn::demo::{self, DemoData, Event, RunOptions, Sizes};
@@ -108,7 +108,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
     if let Some(j) = &a.run.json {
         outs.push(("--json", j.as_path()));
     }
-    let _guard = crate::cmd::common::guard_outputs(&ins, &outs)?;
+    let _guard = ood_cli::light::common::guard_outputs(&ins, &outs)?;
 
     let sizes = if a.quick { Sizes::QUICK } else { Sizes::FULL };
     let data = assemble(&a, sizes)?;

@@ -2,8 +2,8 @@
 //! embeddings).
 
 use crate::args::EmbedTextArgs;
-use crate::cmd::common::guard_outputs;
 use anyhow::{Context, Result, bail};
+use ood_cli::light::common::guard_outputs;
 use ood_core::safetensors::{TensorToWrite, write};
 use ood_nn::text::SentenceEncoder;
 use sha2::{Digest, Sha256};

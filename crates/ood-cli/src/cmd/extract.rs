@@ -1,9 +1,9 @@
 //! `ood extract`: run a network over a dataset and write its features.
 
 use crate::args::ExtractArgs;
-use crate::cmd::common::{guard_outputs, with_appended};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use ood_cli::light::common::{guard_outputs, with_appended};
 use ood_nn::data::{DataSpec, OnError};
 use ood_nn::network::{ExtractOptions, ModelOptions, extract, file_sha256, load_model, model_file};
 

@@ -4,6 +4,7 @@
 use crate::args::HoldoutArgs;
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
+use ood_cli::outln;
 use ood_nn::benchmarks::holdout::{HoldoutOptions, write_holdout};
 use ood_nn::data::DataSpec;
 
@@ -29,14 +30,14 @@ pub fn run(a: &HoldoutArgs) -> Result<()> {
     })?;
     bar.finish_and_clear();
     let counts: Vec<String> = h.counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    println!(
+    outln!(
         "held out {} of {} classes: {}",
         h.held_out.len(),
         h.held_out.len() + h.held_in.len(),
         h.held_out.join(", ")
-    );
-    println!("images: {}", counts.join(", "));
-    println!(
+    )?;
+    outln!("images: {}", counts.join(", "))?;
+    outln!(
         "wrote {} (benchmark '{}'): ood bench {}/benchmark.toml --model ... --weights ...; \
          ood train --data imglist:{}/train.txt@{} ...",
         a.out.display(),
@@ -44,6 +45,6 @@ pub fn run(a: &HoldoutArgs) -> Result<()> {
         a.out.display(),
         a.out.display(),
         a.out.display()
-    );
+    )?;
     Ok(())
 }

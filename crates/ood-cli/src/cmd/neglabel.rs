@@ -52,14 +52,14 @@ fn mine(a: &NeglabelMineArgs) -> Result<()> {
         with_suffix(&a.out, ".tsv"),
         with_suffix(&a.out, ".candidates.tsv"),
     );
-    let out_config = crate::cmd::common::with_appended(&a.out, ".config.json");
+    let out_config = ood_cli::light::common::with_appended(&a.out, ".config.json");
     let mut ins = vec![("--labels", a.labels.as_path())];
     for (flag, p) in [("--weights", &a.weights), ("--bpe", &a.bpe)] {
         if let Some(p) = p {
             ins.push((flag, p.as_path()));
         }
     }
-    let _guard = crate::cmd::common::guard_outputs(
+    let _guard = ood_cli::light::common::guard_outputs(
         &ins,
         &[
             ("--out", a.out.as_path()),

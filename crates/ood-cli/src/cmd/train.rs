@@ -316,7 +316,7 @@ fn guard_files(
     a: &TrainArgs,
     data: &DataSpec,
     outliers: Option<&DataSpec>,
-) -> Result<crate::cmd::common::OutputGuard> {
+) -> Result<ood_cli::light::common::OutputGuard> {
     let data_files = data.input_files();
     let outlier_files = outliers.map(DataSpec::input_files).unwrap_or_default();
     let mut ins: Vec<(&str, &Path)> = data_files.iter().map(|p| ("--data", p.as_path())).collect();
@@ -336,7 +336,7 @@ fn guard_files(
     }
     let outs: Vec<PathBuf> = OUTPUT_FILES.iter().map(|f| a.out_dir.join(f)).collect();
     let outs: Vec<(&str, &Path)> = outs.iter().map(|p| ("--out-dir", p.as_path())).collect();
-    crate::cmd::common::guard_outputs(&ins, &outs)
+    ood_cli::light::common::guard_outputs(&ins, &outs)
 }
 
 /// The image sets of a run, read into memory.

@@ -1,5 +1,6 @@
 //! `ood list detectors`.
 
+use crate::outln;
 use anyhow::Result;
 use ood_core::DetectorSpec;
 
@@ -8,10 +9,10 @@ use ood_core::DetectorSpec;
 pub fn run() -> Result<()> {
     let all = DetectorSpec::all_defaults();
     for family in ["logits", "features", "vision-language"] {
-        println!("{family}:");
+        outln!("{family}:")?;
         for d in all.iter().filter(|d| d.family() == family) {
             let params: Vec<String> = d.params().iter().map(|(k, v)| format!("{k}={v}")).collect();
-            println!(
+            outln!(
                 "  {:<14} {:<40} sweep: {:<3} needs: {:<32} {}",
                 d.name(),
                 if params.is_empty() {
@@ -22,7 +23,7 @@ pub fn run() -> Result<()> {
                 d.sweep().len(),
                 d.needs().names().join(", "),
                 d.about()
-            );
+            )?;
         }
     }
     Ok(())

@@ -1,7 +1,7 @@
 //! `ood score`: fit one detector and write the scores of one feature file.
 
-use crate::args::ScoreArgs;
-use crate::cmd::common::{guard_outputs, load_features, load_head, parse_key_values};
+use crate::light::args::ScoreArgs;
+use crate::light::common::{guard_outputs, load_features, load_head, parse_key_values};
 use anyhow::{Context, Result};
 use ood_core::detectors::NegLabel;
 use ood_core::{DetectorSpec, FeatureFile, FitData, SideInputs};

@@ -1,5 +1,6 @@
 //! `ood metrics --id ID --ood OOD [--convention C] [--json]`.
 
+use crate::outln;
 use anyhow::{Context, Result, bail};
 use ood_core::metrics::{Convention, evaluate};
 use ood_core::scores::read_scores;
@@ -27,21 +28,21 @@ pub fn run(id: &Path, ood: &Path, convention: Convention, json: bool) -> Result<
         )
     })?;
     if json {
-        println!("{}", serde_json::to_string(&m)?);
+        outln!("{}", serde_json::to_string(&m)?)?;
         return Ok(());
     }
-    println!("id:   {} ({} scores)", id.display(), id_scores.len());
-    println!("ood:  {} ({} scores)", ood.display(), ood_scores.len());
-    println!("convention: {} ({})", m.convention, m.convention.about());
-    println!();
-    println!("{:<10} {:>9} {:>8}", "metric", "fraction", "%");
+    outln!("id:   {} ({} scores)", id.display(), id_scores.len())?;
+    outln!("ood:  {} ({} scores)", ood.display(), ood_scores.len())?;
+    outln!("convention: {} ({})", m.convention, m.convention.about())?;
+    outln!()?;
+    outln!("{:<10} {:>9} {:>8}", "metric", "fraction", "%")?;
     for (name, v) in [
         ("AUROC", m.auroc),
         ("FPR@95", m.fpr95),
         ("AUPR-IN", m.aupr_in),
         ("AUPR-OUT", m.aupr_out),
     ] {
-        println!("{name:<10} {v:>9.6} {:>8.2}", 100.0 * v);
+        outln!("{name:<10} {v:>9.6} {:>8.2}", 100.0 * v)?;
     }
     Ok(())
 }

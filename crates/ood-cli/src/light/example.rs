@@ -1,8 +1,8 @@
 //! `ood example`: generate the seeded synthetic benchmark of `ood_core::synthetic` as feature files
-//! and evaluate detectors on it with [`crate::cmd::eval::execute`].
+//! and evaluate detectors on it with [`crate::light::eval::execute`].
 
-use crate::args::ExampleArgs;
-use crate::cmd::eval::{self, Inputs, Options};
+use crate::light::args::ExampleArgs;
+use crate::light::eval::{self, Inputs, Options};
 use anyhow::Result;
 use ood_core::benchmark::Group;
 use ood_core::metrics::Convention;

@@ -1,8 +1,8 @@
 //! `ood eval`: evaluate detectors on cached features and write the table, CSV, JSON, config and
 //! HTML report. `ood example` (and later `ood bench`) reuse [`execute`].
 
-use crate::args::{DetectorArgs, EvalArgs, RunArgs};
-use crate::cmd::common::{guard_outputs, load_features, parse_key_values};
+use crate::light::args::{DetectorArgs, EvalArgs, RunArgs};
+use crate::light::common::{guard_outputs, load_features, parse_key_values};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use ood_core::benchmark::{self, Group};
@@ -268,9 +268,11 @@ pub fn execute(
         extra_config,
     );
 
-    print!("{}", report::text_table(&result));
+    // The files are written even when nobody reads the table any more (`ood eval ... | head`).
+    let printed = crate::outln!("{}", report::text_table(&result).trim_end_matches('\n'));
     let dir = &opts.out_dir;
     evaluation::write_artifacts(dir, opts.json.as_deref(), title, &result, &config)?;
+    printed?;
     eprintln!(
         "wrote {}/{{results.csv,results.json,config.json,report.html}}",
         dir.display()
