@@ -232,6 +232,10 @@ pub struct ExtractArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = 256, value_parser = positive)]
     pub batch_size: usize,
+    /// Forward-pass arithmetic: fp32, or bf16 autocast (fast on CPUs with AVX512-BF16/AMX and on
+    /// GPUs; features differ from fp32 by bf16 rounding, see BENCHMARKS.md).
+    #[arg(long, value_parser = ["fp32", "bf16"], default_value = "fp32")]
+    pub precision: String,
     /// Device: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,

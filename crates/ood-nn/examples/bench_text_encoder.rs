@@ -18,7 +18,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let (batch, threads, repeat): (usize, i32, usize) =
         (batch.parse()?, threads.parse()?, repeat.parse()?);
+    // As the `ood` binaries do at start-up (ood_nn::malloc).
+    let malloc = ood_nn::malloc::keep_heap_memory();
     tch::set_num_threads(threads);
+    println!("malloc settings applied: {malloc}");
     let t0 = Instant::now();
     let enc = SentenceEncoder::load(dir, tch::Device::Cpu)?;
     println!("load: {:.3} s", t0.elapsed().as_secs_f64());

@@ -148,6 +148,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             batch_size: 256,
             preprocess: pre.clone(),
             on_error: OnError::Fail,
+            precision: Default::default(),
         };
         // Cached by content (model, weights, data, preprocessing), so reruns are instant.
         let c = extract_cached(&cache, &net, &weights_sha, &spec, &opts, &mut |_| {})?;

@@ -654,6 +654,7 @@ fn extract_set(
         batch_size: batch.max(1),
         preprocess: crate::data::Preprocess::normalize_only(norm.0, norm.1),
         on_error: crate::data::OnError::Fail,
+        precision: Default::default(),
     };
     let ex = crate::network::extract(net, samples, &opts, &mut |done| {
         progress(&Event::Extract {

@@ -239,6 +239,10 @@ pub struct ExtractOptions {
     pub preprocess: Preprocess,
     /// What to do with unreadable images.
     pub on_error: OnError,
+    /// Arithmetic of the forward pass: float32, or bf16 autocast (convolutions and matrix
+    /// products in bf16, fast on CPUs with AVX512-BF16/AMX and on GPUs; features are returned as
+    /// float32 either way). bf16 features are cached under their own key.
+    pub precision: crate::train::Precision,
 }
 
 /// The result of [`extract`].
@@ -335,7 +339,12 @@ pub fn extract(
             let x = Tensor::from_slice(&pix)
                 .reshape([n, 3, i64::from(h), i64::from(w)])
                 .to_device(device);
-            let out = tch::no_grad(|| net.forward_t(&x, false));
+            let out = tch::no_grad(|| match opts.precision {
+                crate::train::Precision::Fp32 => net.forward_t(&x, false),
+                crate::train::Precision::Bf16 => {
+                    crate::autocast::autocast(device, Kind::BFloat16, || net.forward_t(&x, false))
+                }
+            });
             let f = out
                 .features
                 .to_device(Device::Cpu)
@@ -369,6 +378,7 @@ pub fn extract(
     md.insert("model".into(), net.name());
     md.insert("layer".into(), "penultimate".into());
     md.insert("preprocessing".into(), opts.preprocess.describe());
+    md.insert("precision".into(), opts.precision.name().into());
     md.insert("num_skipped".into(), skipped.len().to_string());
     Ok(Extraction { features, skipped })
 }
@@ -427,7 +437,11 @@ pub fn extract_cached(
         weights_sha256,
         &fp,
         &opts.preprocess.describe(),
-        "penultimate",
+        // fp32 keeps the key it always had.
+        match opts.precision {
+            crate::train::Precision::Fp32 => "penultimate",
+            crate::train::Precision::Bf16 => "penultimate@bf16",
+        },
     );
     let path = cache_dir.join(format!("{key}.safetensors"));
     if path.is_file() && ood_core::FeatureFile::open(&path).is_ok() {

@@ -247,6 +247,7 @@ fn extract_skips_or_fails_on_corrupt_images_and_caches() {
         batch_size: 2,
         preprocess: Preprocess::normalize_only([0.5; 3], [0.25; 3]),
         on_error: OnError::Fail,
+        precision: Default::default(),
     };
     let err = extract(&net, spec.samples().unwrap(), &opts, &mut |_| {})
         .unwrap_err()
@@ -285,6 +286,21 @@ fn extract_skips_or_fails_on_corrupt_images_and_caches() {
     let f = ood_core::Features::load(&a.path).unwrap();
     assert_eq!(f.embeddings, ex.features.embeddings);
     assert_eq!(f.metadata["weights_sha256"], "w");
+    assert_eq!(f.metadata["precision"], "fp32");
+    // bf16 autocast: its own cache key and metadata, features within bf16 rounding of fp32's.
+    let mut bf = opts.clone();
+    bf.precision = ood_nn::train::Precision::Bf16;
+    let e = extract_cached(&cache, &net, "w", &spec, &bf, &mut |_| {}).unwrap();
+    assert!(!e.reused);
+    assert_ne!(e.key, a.key);
+    let g = ood_core::Features::load(&e.path).unwrap();
+    assert_eq!(g.metadata["precision"], "bf16");
+    let range = f.embeddings.fold(0.0f32, |m, &v| m.max(v.abs()));
+    let diff = (&g.embeddings - &f.embeddings).fold(0.0f32, |m, &v| m.max(v.abs()));
+    assert!(
+        diff > 0.0 && diff < 0.05 * range,
+        "bf16 vs fp32: {diff} of {range}"
+    );
     opts.preprocess.mean = [0.4; 3];
     let c = extract_cached(&cache, &net, "w", &spec, &opts, &mut |_| {}).unwrap();
     assert!(!c.reused);
@@ -381,6 +397,7 @@ fn dangling_image_link_is_skipped_or_named() {
             std: [0.5; 3],
         },
         on_error,
+        precision: Default::default(),
     };
     let ex = extract(
         &net,

@@ -476,6 +476,7 @@ pub fn extract(
             batch_size,
             preprocess: s.preprocess(&spec, &data),
             on_error: crate::data::OnError::Fail,
+            precision: Default::default(),
         };
         progress(Event::Start(s));
         let ex =

@@ -73,11 +73,127 @@ pub(crate) fn batch_norm2d(p: nn::Path<'_>, c: i64) -> nn::BatchNorm {
     let cfg = nn::BatchNormConfig {
         ws_init: Init::Const(1.0),
         bs_init: Init::Const(0.0),
-        eps: 1e-5,
+        eps: BN_EPS,
         momentum: 0.1,
         ..Default::default()
     };
     nn::batch_norm2d(p, c, cfg)
+}
+
+/// A convolution directly followed by BatchNorm (`conv` and `bn` keep their own tensor names,
+/// so weights load and save as the two layers). Training and evaluation run the two layers;
+/// after [`ConvBn::fold`], which [`super::Arch::load`] calls on networks loaded for inference,
+/// the eval-mode forward is one convolution with weight `W·s` and bias `β − μ·s` (with
+/// `s = γ / √(σ² + ε)`), stored channels-last: one pass over the activations instead of two, and
+/// oneDNN's channels-last kernels without layout conversions (BENCHMARKS.md, "Feature
+/// extraction"). The result equals conv-then-BN up to float rounding (golden tests: 1e-4 on
+/// logits against PyTorch).
+#[derive(Debug)]
+pub(crate) struct ConvBn {
+    pub(crate) conv: nn::Conv2D,
+    pub(crate) bn: nn::BatchNorm,
+    stride: i64,
+    padding: i64,
+    folded: Option<(Tensor, Tensor)>,
+}
+
+impl ConvBn {
+    /// A bias-free `k x k` convolution under `conv` and a PyTorch-initialised BatchNorm under
+    /// `bn` (see [`conv2d`], [`batch_norm2d`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        conv: nn::Path<'_>,
+        bn: nn::Path<'_>,
+        cin: i64,
+        cout: i64,
+        k: i64,
+        stride: i64,
+        padding: i64,
+        init: ConvInit,
+    ) -> Self {
+        ConvBn {
+            conv: conv2d(conv, cin, cout, k, stride, padding, init),
+            bn: batch_norm2d(bn, cout),
+            stride,
+            padding,
+            folded: None,
+        }
+    }
+
+    /// Conv then BN (batch statistics when `train`), or the folded convolution in eval mode once
+    /// [`ConvBn::fold`] ran.
+    pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        match (&self.folded, train) {
+            (Some((w, b)), false) => x.conv2d(
+                w,
+                Some(b),
+                [self.stride, self.stride],
+                [self.padding, self.padding],
+                [1, 1],
+                1,
+            ),
+            _ => x.apply(&self.conv).apply_t(&self.bn, train),
+        }
+    }
+
+    /// Folds the BatchNorm's running statistics and affine parameters into the convolution
+    /// (from the current weights: call it once they are final).
+    pub(crate) fn fold(&mut self) {
+        let bn = &self.bn;
+        let (w, b) = tch::no_grad(|| {
+            let scale = match &bn.ws {
+                Some(g) => g / (&bn.running_var + BN_EPS).sqrt(),
+                None => (&bn.running_var + BN_EPS).sqrt().reciprocal(),
+            };
+            let shift = match &bn.bs {
+                Some(beta) => beta - &bn.running_mean * &scale,
+                None => -(&bn.running_mean * &scale),
+            };
+            let bias = match &self.conv.bs {
+                Some(cb) => cb * &scale + shift,
+                None => shift,
+            };
+            let w = &self.conv.ws * scale.reshape([-1, 1, 1, 1]);
+            (crate::autocast::channels_last(&w), bias)
+        });
+        self.folded = Some((w, b));
+    }
+}
+
+/// `relu(x)` of a fresh activation, in place when no gradient flows through it (inference):
+/// one buffer and one memory pass fewer (BENCHMARKS.md, "Feature extraction").
+pub(crate) fn relu(mut x: Tensor) -> Tensor {
+    if x.requires_grad() {
+        x.relu()
+    } else {
+        let _ = x.relu_();
+        x
+    }
+}
+
+/// `relu(a + b)` for a fresh activation `a`, in place into `a` when no gradient flows.
+pub(crate) fn add_relu(mut a: Tensor, b: &Tensor) -> Tensor {
+    if a.requires_grad() || b.requires_grad() {
+        (a + b).relu()
+    } else {
+        let _ = a.g_add_(b);
+        let _ = a.relu_();
+        a
+    }
+}
+
+/// BatchNorm's ε in every model here (PyTorch's default).
+const BN_EPS: f64 = 1e-5;
+
+/// A network's input as its eval-mode pass after folding wants it: channels-last when `folded`
+/// (the folded weights are channels-last, and oneDNN then keeps every activation so), else as
+/// given.
+pub(crate) fn inference_layout(x: &Tensor, folded: bool) -> Tensor {
+    if folded {
+        crate::autocast::channels_last(x)
+    } else {
+        x.shallow_clone()
+    }
 }
 
 /// `nn.Linear` with PyTorch's default init: weight and bias U(±1/√fan_in); with `zero_bias` the

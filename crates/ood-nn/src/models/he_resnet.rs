@@ -20,7 +20,7 @@
 //! Checked against PyTorch logits on 1,000 CIFAR-10 test images (tests/golden_resnet20.rs).
 
 use crate::error::{Error, Result};
-use crate::models::common::{self, ConvInit};
+use crate::models::common::{self, ConvBn, ConvInit};
 use tch::Tensor;
 use tch::nn;
 
@@ -44,16 +44,15 @@ pub fn blocks_for_depth(depth: usize) -> Result<usize> {
 /// weight; PyTorch's defaults elsewhere (BatchNorm weight 1 / bias 0, linear bias U(±1/√fan_in)).
 const INIT: ConvInit = ConvInit::KaimingNormalFanIn;
 
-fn conv3x3(p: nn::Path, cin: i64, cout: i64, stride: i64) -> nn::Conv2D {
-    common::conv2d(p, cin, cout, 3, stride, 1, INIT)
+/// conv3x3 (pad 1, no bias) under `p/conv`, BatchNorm under `p/bn`.
+fn conv3x3_bn(p: &nn::Path, conv: &str, bn: &str, cin: i64, cout: i64, stride: i64) -> ConvBn {
+    ConvBn::new(p / conv, p / bn, cin, cout, 3, stride, 1, INIT)
 }
 
 #[derive(Debug)]
 struct BasicBlock {
-    conv1: nn::Conv2D,
-    bn1: nn::BatchNorm,
-    conv2: nn::Conv2D,
-    bn2: nn::BatchNorm,
+    conv_bn1: ConvBn,
+    conv_bn2: ConvBn,
     /// Channels to zero-pad on each side for the option-A shortcut, when the shape changes.
     shortcut_pad: Option<i64>,
 }
@@ -62,21 +61,15 @@ impl BasicBlock {
     fn new(p: &nn::Path, cin: i64, planes: i64, stride: i64) -> Self {
         let shortcut_pad = (stride != 1 || cin != planes).then_some(planes / 4);
         BasicBlock {
-            conv1: conv3x3(p / "conv1", cin, planes, stride),
-            bn1: common::batch_norm2d(p / "bn1", planes),
-            conv2: conv3x3(p / "conv2", planes, planes, 1),
-            bn2: common::batch_norm2d(p / "bn2", planes),
+            conv_bn1: conv3x3_bn(p, "conv1", "bn1", cin, planes, stride),
+            conv_bn2: conv3x3_bn(p, "conv2", "bn2", planes, planes, 1),
             shortcut_pad,
         }
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let out = x
-            .apply(&self.conv1)
-            .apply_t(&self.bn1, train)
-            .relu()
-            .apply(&self.conv2)
-            .apply_t(&self.bn2, train);
+        let out = common::relu(self.conv_bn1.forward_t(x, train));
+        let out = self.conv_bn2.forward_t(&out, train);
         let short = match self.shortcut_pad {
             Some(pad) => x
                 .slice(2, 0, None, 2)
@@ -84,7 +77,7 @@ impl BasicBlock {
                 .constant_pad_nd([0, 0, 0, 0, pad, pad]),
             None => x.shallow_clone(),
         };
-        (out + short).relu()
+        common::add_relu(out, &short)
     }
 }
 
@@ -92,18 +85,18 @@ impl BasicBlock {
 #[derive(Debug)]
 pub struct HeResNet {
     depth: usize,
-    conv1: nn::Conv2D,
-    bn1: nn::BatchNorm,
+    conv_bn1: ConvBn,
     blocks: Vec<BasicBlock>,
     linear: nn::Linear,
+    /// [`HeResNet::fold`] ran: eval-mode passes use the folded convolutions, channels-last.
+    folded: bool,
 }
 
 impl HeResNet {
     /// Builds the network under `vs` with fresh weights (akamaster's initialisation).
     pub fn new(vs: &nn::Path<'_>, num_classes: i64, depth: usize) -> Result<Self> {
         let n = blocks_for_depth(depth)?;
-        let conv1 = conv3x3(vs / "conv1", 3, 16, 1);
-        let bn1 = common::batch_norm2d(vs / "bn1", 16);
+        let conv_bn1 = conv3x3_bn(vs, "conv1", "bn1", 3, 16, 1);
         let mut blocks = Vec::with_capacity(3 * n);
         let mut cin = 16;
         for (stage, planes) in [16i64, 32, 64].into_iter().enumerate() {
@@ -117,10 +110,10 @@ impl HeResNet {
         let linear = common::linear_with(vs / "linear", 64, num_classes, Some(INIT), false);
         Ok(HeResNet {
             depth,
-            conv1,
-            bn1,
+            conv_bn1,
             blocks,
             linear,
+            folded: false,
         })
     }
 
@@ -132,13 +125,25 @@ impl HeResNet {
     /// `(features (n, 64), logits (n, K))` for normalised images `(n, 3, 32, 32)`: features are
     /// the global average of the last stage.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> (Tensor, Tensor) {
-        let mut out = x.apply(&self.conv1).apply_t(&self.bn1, train).relu();
+        let x = common::inference_layout(x, self.folded && !train);
+        let mut out = common::relu(self.conv_bn1.forward_t(&x, train));
         for b in &self.blocks {
             out = b.forward_t(&out, train);
         }
         let features = out.mean_dim([2i64, 3].as_slice(), false, tch::Kind::Float);
         let logits = features.apply(&self.linear);
         (features, logits)
+    }
+
+    /// Folds every BatchNorm into its convolution for inference ([`ConvBn::fold`]); the weights
+    /// must be final.
+    pub fn fold(&mut self) {
+        self.conv_bn1.fold();
+        for b in &mut self.blocks {
+            b.conv_bn1.fold();
+            b.conv_bn2.fold();
+        }
+        self.folded = true;
     }
 
     /// A copy of the final linear layer.

@@ -21,7 +21,7 @@ use std::path::Path;
 use tch::nn;
 use tch::{Device, Tensor};
 
-use super::common::{self, ConvInit};
+use super::common::{self, ConvBn, ConvInit};
 use crate::{Error, Result};
 
 /// Which CIFAR ResNet.
@@ -46,50 +46,52 @@ impl ResNet32x32Depth {
 /// A BasicBlock with an optional 1×1 conv + BN projection shortcut.
 #[derive(Debug)]
 struct BasicBlock {
-    conv1: nn::Conv2D,
-    bn1: nn::BatchNorm,
-    conv2: nn::Conv2D,
-    bn2: nn::BatchNorm,
-    shortcut: Option<(nn::Conv2D, nn::BatchNorm)>,
+    conv_bn1: ConvBn,
+    conv_bn2: ConvBn,
+    shortcut: Option<ConvBn>,
 }
 
 impl BasicBlock {
     fn new(p: nn::Path<'_>, cin: i64, cout: i64, stride: i64, init: ConvInit) -> Self {
         let shortcut = (stride != 1 || cin != cout).then(|| {
             let s = &p / "shortcut";
-            (
-                common::conv2d(&s / "0", cin, cout, 1, stride, 0, init),
-                common::batch_norm2d(&s / "1", cout),
-            )
+            ConvBn::new(&s / "0", &s / "1", cin, cout, 1, stride, 0, init)
         });
         BasicBlock {
-            conv1: common::conv2d(&p / "conv1", cin, cout, 3, stride, 1, init),
-            bn1: common::batch_norm2d(&p / "bn1", cout),
-            conv2: common::conv2d(&p / "conv2", cout, cout, 3, 1, 1, init),
-            bn2: common::batch_norm2d(&p / "bn2", cout),
+            conv_bn1: ConvBn::new(&p / "conv1", &p / "bn1", cin, cout, 3, stride, 1, init),
+            conv_bn2: ConvBn::new(&p / "conv2", &p / "bn2", cout, cout, 3, 1, 1, init),
             shortcut,
         }
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let out = x.apply(&self.conv1).apply_t(&self.bn1, train).relu();
-        let out = out.apply(&self.conv2).apply_t(&self.bn2, train);
+        let out = common::relu(self.conv_bn1.forward_t(x, train));
+        let out = self.conv_bn2.forward_t(&out, train);
         let sc = match &self.shortcut {
-            Some((conv, bn)) => x.apply(conv).apply_t(bn, train),
+            Some(conv_bn) => conv_bn.forward_t(x, train),
             None => x.shallow_clone(),
         };
-        (out + sc).relu()
+        common::add_relu(out, &sc)
+    }
+
+    fn fold(&mut self) {
+        self.conv_bn1.fold();
+        self.conv_bn2.fold();
+        if let Some(s) = &mut self.shortcut {
+            s.fold();
+        }
     }
 }
 
 /// OpenOOD's CIFAR ResNet-18 / ResNet-34 (`ResNet18_32x32`).
 #[derive(Debug)]
 pub struct ResNet32x32 {
-    conv1: nn::Conv2D,
-    bn1: nn::BatchNorm,
+    conv_bn1: ConvBn,
     layers: Vec<Vec<BasicBlock>>,
     fc: nn::Linear,
     depth: ResNet32x32Depth,
+    /// [`ResNet32x32::fold`] ran: eval-mode passes use the folded convolutions, channels-last.
+    folded: bool,
 }
 
 impl ResNet32x32 {
@@ -100,8 +102,7 @@ impl ResNet32x32 {
         depth: ResNet32x32Depth,
         init: ConvInit,
     ) -> Self {
-        let conv1 = common::conv2d(vs / "conv1", 3, 64, 3, 1, 1, init);
-        let bn1 = common::batch_norm2d(vs / "bn1", 64);
+        let conv_bn1 = ConvBn::new(vs / "conv1", vs / "bn1", 3, 64, 3, 1, 1, init);
         let mut cin = 64;
         let mut layers = Vec::with_capacity(4);
         for (stage, (&n, planes)) in depth
@@ -121,11 +122,11 @@ impl ResNet32x32 {
         }
         let fc = common::linear(vs / "fc", 512, num_classes, false);
         ResNet32x32 {
-            conv1,
-            bn1,
+            conv_bn1,
             layers,
             fc,
             depth,
+            folded: false,
         }
     }
 
@@ -150,7 +151,8 @@ impl ResNet32x32 {
     }
 
     /// Loads a network from a safetensors file with OpenOOD tensor names; depth (18 or 34) and the
-    /// number of classes are read from the file. The weights are frozen (inference).
+    /// number of classes are read from the file. The weights are frozen and BatchNorm folded
+    /// (inference).
     pub fn load_safetensors(path: impl AsRef<Path>, device: Device) -> Result<Self> {
         let path = path.as_ref();
         let tensors = common::read_weights(path)?;
@@ -174,13 +176,16 @@ impl ResNet32x32 {
         let model = Self::new(&vs.root(), fc[0], depth, ConvInit::PyTorchDefault);
         common::load_strict(&mut vs, &tensors, path)?;
         vs.freeze();
+        let mut model = model;
+        model.fold();
         Ok(model)
     }
 
     /// `(features (n, 512), logits (n, K))` for normalised images `(n, 3, h, w)`; `train` selects
     /// batch statistics (and updates the running ones) in the BN layers.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> (Tensor, Tensor) {
-        let mut out = x.apply(&self.conv1).apply_t(&self.bn1, train).relu();
+        let x = common::inference_layout(x, self.folded && !train);
+        let mut out = common::relu(self.conv_bn1.forward_t(&x, train));
         for stage in &self.layers {
             for block in stage {
                 out = block.forward_t(&out, train);
@@ -189,6 +194,14 @@ impl ResNet32x32 {
         let features = out.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
         let logits = features.apply_t(&self.fc, train);
         (features, logits)
+    }
+
+    /// Folds every BatchNorm into its convolution for inference ([`ConvBn::fold`]); the weights
+    /// must be final.
+    pub fn fold(&mut self) {
+        self.conv_bn1.fold();
+        self.layers.iter_mut().flatten().for_each(BasicBlock::fold);
+        self.folded = true;
     }
 
     /// A copy of the final linear layer.

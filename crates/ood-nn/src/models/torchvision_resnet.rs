@@ -21,7 +21,7 @@ use std::path::Path;
 use tch::nn;
 use tch::{Device, Tensor};
 
-use super::common::{self, ConvInit};
+use super::common::{self, ConvBn, ConvInit};
 use crate::{Error, Result};
 
 /// Residual block type.
@@ -45,9 +45,8 @@ impl BlockKind {
 
 #[derive(Debug)]
 struct Block {
-    convs: Vec<nn::Conv2D>,
-    bns: Vec<nn::BatchNorm>,
-    downsample: Option<(nn::Conv2D, nn::BatchNorm)>,
+    convs: Vec<ConvBn>,
+    downsample: Option<ConvBn>,
 }
 
 impl Block {
@@ -63,68 +62,62 @@ impl Block {
                 (planes, cout, 1, 1, 0),
             ],
         };
-        let mut convs = Vec::with_capacity(specs.len());
-        let mut bns = Vec::with_capacity(specs.len());
-        for (j, (i, o, k, s, pad)) in specs.into_iter().enumerate() {
-            convs.push(common::conv2d(
-                &p / format!("conv{}", j + 1),
-                i,
-                o,
-                k,
-                s,
-                pad,
-                init,
-            ));
-            bns.push(common::batch_norm2d(&p / format!("bn{}", j + 1), o));
-        }
+        let convs = specs
+            .into_iter()
+            .enumerate()
+            .map(|(j, (i, o, k, s, pad))| {
+                let (conv, bn) = (&p / format!("conv{}", j + 1), &p / format!("bn{}", j + 1));
+                ConvBn::new(conv, bn, i, o, k, s, pad, init)
+            })
+            .collect();
         let downsample = (stride != 1 || cin != cout).then(|| {
             let d = &p / "downsample";
-            (
-                common::conv2d(&d / "0", cin, cout, 1, stride, 0, init),
-                common::batch_norm2d(&d / "1", cout),
-            )
+            ConvBn::new(&d / "0", &d / "1", cin, cout, 1, stride, 0, init)
         });
-        Block {
-            convs,
-            bns,
-            downsample,
-        }
+        Block { convs, downsample }
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         let last = self.convs.len() - 1;
         let mut out = x.shallow_clone();
-        for (j, (conv, bn)) in self.convs.iter().zip(&self.bns).enumerate() {
-            out = out.apply(conv).apply_t(bn, train);
+        for (j, conv_bn) in self.convs.iter().enumerate() {
+            out = conv_bn.forward_t(&out, train);
             if j < last {
-                out = out.relu();
+                out = common::relu(out);
             }
         }
         let identity = match &self.downsample {
-            Some((conv, bn)) => x.apply(conv).apply_t(bn, train),
+            Some(conv_bn) => conv_bn.forward_t(x, train),
             None => x.shallow_clone(),
         };
-        (out + identity).relu()
+        common::add_relu(out, &identity)
+    }
+
+    fn fold(&mut self) {
+        self.convs.iter_mut().for_each(ConvBn::fold);
+        if let Some(d) = &mut self.downsample {
+            d.fold();
+        }
     }
 }
 
 /// A torchvision-layout TorchvisionResNet.
 #[derive(Debug)]
 pub struct TorchvisionResNet {
-    conv1: nn::Conv2D,
-    bn1: nn::BatchNorm,
+    conv_bn1: ConvBn,
     layers: Vec<Vec<Block>>,
     fc: nn::Linear,
     kind: BlockKind,
     blocks: [usize; 4],
+    /// [`TorchvisionResNet::fold`] ran: eval-mode passes use the folded convolutions.
+    folded: bool,
 }
 
 impl TorchvisionResNet {
     /// Builds a TorchvisionResNet with `blocks` residual blocks of `kind` per stage and fresh (torchvision) weights.
     pub fn new(vs: &nn::Path<'_>, num_classes: i64, kind: BlockKind, blocks: [usize; 4]) -> Self {
         let init = ConvInit::KaimingNormalFanOut;
-        let conv1 = common::conv2d(vs / "conv1", 3, 64, 7, 2, 3, init);
-        let bn1 = common::batch_norm2d(vs / "bn1", 64);
+        let conv_bn1 = ConvBn::new(vs / "conv1", vs / "bn1", 3, 64, 7, 2, 3, init);
         let mut cin = 64;
         let mut layers = Vec::with_capacity(4);
         for (stage, (&n, planes)) in blocks.iter().zip([64i64, 128, 256, 512]).enumerate() {
@@ -145,12 +138,12 @@ impl TorchvisionResNet {
         }
         let fc = common::linear(vs / "fc", 512 * kind.expansion(), num_classes, false);
         TorchvisionResNet {
-            conv1,
-            bn1,
+            conv_bn1,
             layers,
             fc,
             kind,
             blocks,
+            folded: false,
         }
     }
 
@@ -175,7 +168,7 @@ impl TorchvisionResNet {
     }
 
     /// Loads from a safetensors file with torchvision tensor names; block type, block counts and
-    /// classes are read from the file. Weights are frozen (inference).
+    /// classes are read from the file. Weights are frozen and BatchNorm folded (inference).
     pub fn load_safetensors(path: impl AsRef<Path>, device: Device) -> Result<Self> {
         let path = path.as_ref();
         let tensors = common::read_weights(path)?;
@@ -199,16 +192,21 @@ impl TorchvisionResNet {
         let model = Self::new(&vs.root(), fc[0], kind, blocks);
         common::load_strict(&mut vs, &tensors, path)?;
         vs.freeze();
+        let mut model = model;
+        model.fold();
         Ok(model)
     }
 
     /// `(features (n, 512·expansion), logits (n, K))` for normalised images `(n, 3, h, w)`.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> (Tensor, Tensor) {
-        let mut out = x
-            .apply(&self.conv1)
-            .apply_t(&self.bn1, train)
-            .relu()
-            .max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        let x = common::inference_layout(x, self.folded && !train);
+        let mut out = common::relu(self.conv_bn1.forward_t(&x, train)).max_pool2d(
+            [3, 3],
+            [2, 2],
+            [1, 1],
+            [1, 1],
+            false,
+        );
         for stage in &self.layers {
             for block in stage {
                 out = block.forward_t(&out, train);
@@ -217,6 +215,14 @@ impl TorchvisionResNet {
         let features = out.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
         let logits = features.apply_t(&self.fc, train);
         (features, logits)
+    }
+
+    /// Folds every BatchNorm into its convolution for inference ([`ConvBn::fold`]); the weights
+    /// must be final.
+    pub fn fold(&mut self) {
+        self.conv_bn1.fold();
+        self.layers.iter_mut().flatten().for_each(Block::fold);
+        self.folded = true;
     }
 
     /// A copy of the final linear layer.

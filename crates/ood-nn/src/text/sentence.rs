@@ -192,25 +192,34 @@ impl SentenceEncoder {
         }
     }
 
-    /// Unit-norm sentence embeddings `(n, dim)`, computed in batches of `batch_size` sentences
-    /// (each padded to its longest member) without gradients. `n = 0` gives a `(0, dim)` array.
+    /// Unit-norm sentence embeddings `(n, dim)`, row i for sentence i, computed without
+    /// gradients in batches of `batch_size` sentences of similar length (sorted by token count,
+    /// longest first, as sentence-transformers' `encode` does), each padded to its longest
+    /// member: padding is masked out, so the grouping changes only the work, not the result.
+    /// `n = 0` gives a `(0, dim)` array.
     pub fn encode(&self, sentences: &[&str], batch_size: usize) -> Result<Array2<f32>> {
         if batch_size == 0 {
             return Err(Error::Config("batch_size must be at least 1".into()));
         }
         let d = self.dim();
-        let mut out = Vec::with_capacity(sentences.len() * d);
-        for chunk in sentences.chunks(batch_size) {
-            let encs = self
-                .tokenizer
-                .encode_batch(chunk.to_vec(), true)
-                .map_err(|e| self.tok_err(e))?;
-            let t = encs.iter().map(|e| e.get_ids().len()).max().unwrap_or(0);
-            let b = encs.len();
+        let encs = self
+            .tokenizer
+            .encode_batch(sentences.to_vec(), true)
+            .map_err(|e| self.tok_err(e))?;
+        let mut order: Vec<usize> = (0..encs.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(encs[i].get_ids().len()));
+        let mut out = vec![0f32; sentences.len() * d];
+        for rows in order.chunks(batch_size) {
+            let t = rows
+                .iter()
+                .map(|&i| encs[i].get_ids().len())
+                .max()
+                .unwrap_or(0);
+            let b = rows.len();
             let mut ids = vec![0i64; b * t];
             let mut types = vec![0i64; b * t];
             let mut mask = vec![0i64; b * t];
-            for (row, e) in encs.iter().enumerate() {
+            for (row, e) in rows.iter().map(|&i| &encs[i]).enumerate() {
                 for (j, ((&id, &ty), &m)) in e
                     .get_ids()
                     .iter()
@@ -224,7 +233,9 @@ impl SentenceEncoder {
                 }
             }
             let emb = tch::no_grad(|| self.embed_ids(&ids, &types, &mask, b as i64, t as i64))?;
-            out.extend(emb);
+            for (&i, v) in rows.iter().zip(emb.chunks_exact(d)) {
+                out[i * d..(i + 1) * d].copy_from_slice(v);
+            }
         }
         Array2::from_shape_vec((sentences.len(), d), out)
             .map_err(|e| Error::Config(format!("embedding buffer has the wrong size: {e}")))
