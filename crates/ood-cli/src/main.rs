@@ -1,8 +1,8 @@
 //! `ood`: out-of-distribution detection for image classifiers.
 //!
 //! The commands that need only numbers run here, without libtorch; every other command line
-//! (network commands, `--help`, `--version`, mistakes) goes to `ood-net` beside this binary,
-//! which knows every command.
+//! (network commands, a KNN search on a device, `--help`, `--version`, mistakes) goes to
+//! `ood-net` beside this binary, which knows every command.
 
 use clap::Parser;
 use ood_cli::light::{self, args::LightCli};
@@ -16,8 +16,11 @@ fn main() -> ExitCode {
         .and_then(|a| a.to_str())
         .is_some_and(light::is_light);
     if light_command {
-        let cli = LightCli::parse_from(argv);
-        return light::exit(light::run(cli.command));
+        let cli = LightCli::parse_from(&argv);
+        // A device search (`--device cuda`) runs on libtorch: ood-net's business.
+        if cli.command.device() == "cpu" {
+            return light::exit(light::run(cli.command));
+        }
     }
     light::exit(hand_to_net(&argv))
 }

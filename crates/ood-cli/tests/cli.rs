@@ -233,6 +233,24 @@ fn ood_runs_light_commands_without_libtorch_and_hands_the_rest_to_ood_net() {
     );
     let o = ood(&["no-such-command"]);
     assert_fails(&o, &["unrecognized subcommand 'no-such-command'"]);
+    // A KNN search on a device is ood-net's (libtorch): handed over, and a device that is not
+    // there is a clear error before any work (CUDA absent here, or no device 7 on a GPU machine).
+    let o = ood(&[
+        "score",
+        "--detector",
+        "knn",
+        "--fit",
+        "f",
+        "--head",
+        "h",
+        "--input",
+        "i",
+        "--out",
+        "o",
+        "--device",
+        "cuda:7",
+    ]);
+    assert_fails(&o, &["--device cuda:7"]);
     // A light command's own help comes from `ood` and reads as `ood`.
     let h = ok(ood(&["metrics", "--help"]));
     assert!(String::from_utf8_lossy(&h.stdout).contains("Usage: ood metrics"));

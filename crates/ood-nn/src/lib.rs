@@ -15,6 +15,7 @@ pub mod demo;
 pub mod device;
 pub mod error;
 pub mod jigsaw;
+pub mod knn;
 mod layers;
 pub mod losses;
 pub mod malloc;

@@ -86,6 +86,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let checked = benchmarks::check_files(&bench, &root)?;
 
     let device = ood_nn::device::parse_device(&a.device)?;
+    if device.is_cuda() {
+        // The KNN detector searches on the same GPU (bf16-screened, exact results).
+        ood_nn::knn::install(device, None);
+    }
     let model_opts = ood_nn::network::ModelOptions {
         torchscript: a.torchscript.options(),
         class_text: a.text_head.clone(),
@@ -111,13 +115,17 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 bar.set_message(format!("extracting {}", s.name));
             }
             Event::Images(n) => bar.set_position(n as u64),
-            Event::Done(s, p, reused) => bar.println(format!(
-                "{}: {} ({})",
-                s.name,
-                p.display(),
-                if reused { "cached" } else { "extracted" }
-            )),
-            Event::Warning(w) => bar.println(format!("ood: warning: {w}")),
+            // `suspend` + eprintln, not `bar.println`: the latter drops its line when stderr is
+            // not a terminal (logs, CI), and warnings must reach the user.
+            Event::Done(s, p, reused) => bar.suspend(|| {
+                eprintln!(
+                    "{}: {} ({})",
+                    s.name,
+                    p.display(),
+                    if reused { "cached" } else { "extracted" }
+                )
+            }),
+            Event::Warning(w) => bar.suspend(|| eprintln!("ood: warning: {w}")),
         },
     )?;
     bar.finish_and_clear();

@@ -16,7 +16,12 @@ mod train;
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Light(c) => ood_cli::light::run(c),
+        Command::Light(c) => {
+            if c.device() != "cpu" {
+                ood_nn::knn::install(ood_nn::device::parse_device(c.device())?, None);
+            }
+            ood_cli::light::run(c)
+        }
         Command::Demo(a) => demo::run(a),
         Command::Extract(a) => extract::run(a),
         Command::Bench(a) => bench::run(a),

@@ -13,6 +13,17 @@ pub struct LightCli {
     pub command: LightCommand,
 }
 
+impl LightCommand {
+    /// The `--device` the command asks for (`cpu` for the commands without one).
+    pub fn device(&self) -> &str {
+        match self {
+            LightCommand::Score(a) => &a.device,
+            LightCommand::Eval(a) => &a.device,
+            _ => "cpu",
+        }
+    }
+}
+
 /// The commands that need no network and no libtorch.
 #[derive(Debug, Subcommand)]
 pub enum LightCommand {
@@ -70,6 +81,11 @@ pub struct ScoreArgs {
     /// Output `.npy` file (f32, one score per row of --input).
     #[arg(long)]
     pub out: PathBuf,
+    /// Where the KNN detector searches: cpu (the built-in exact search), or cuda / cuda:N
+    /// (libtorch: bf16-screened products with exact f32 re-ranking, the same results; `ood`
+    /// hands the command to `ood-net` for it).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// `ood eval`.
@@ -99,6 +115,11 @@ pub struct EvalArgs {
     /// Detectors, parameter search and outputs.
     #[command(flatten)]
     pub run: RunArgs,
+    /// Where the KNN detector searches: cpu (the built-in exact search), or cuda / cuda:N
+    /// (libtorch: bf16-screened products with exact f32 re-ranking, the same results; `ood`
+    /// hands the command to `ood-net` for it).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// Which detectors run, with which parameters, under which metric convention.

@@ -169,7 +169,15 @@ pub fn run(a: EvalArgs) -> Result<()> {
         }
     }
     let _guard = guard_outputs(&named(&ins), &named(&output_files(&opts)))?;
-    execute("oodkit evaluation", "eval", &inputs, &opts, json!({}))
+    let search = ood_core::detectors::knn::installed_search()
+        .map_or_else(|| "built-in exact (CPU)".to_string(), |s| s.describe());
+    execute(
+        "oodkit evaluation",
+        "eval",
+        &inputs,
+        &opts,
+        json!({ "device": a.device, "knn_search": search }),
+    )
 }
 
 /// The files a run writes (`--out-dir`'s four files and `--json`), each with its flag.

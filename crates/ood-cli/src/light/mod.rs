@@ -29,8 +29,16 @@ pub fn is_light(name: &str) -> bool {
     <LightCommand as clap::Subcommand>::has_subcommand(name)
 }
 
-/// Runs a light command.
+/// Runs a light command. A `--device` other than `cpu` needs the libtorch neighbour search
+/// installed first (`ood-net` does that; `ood` hands such command lines over).
 pub fn run(command: LightCommand) -> Result<()> {
+    let device = command.device();
+    if device != "cpu" && ood_core::detectors::knn::installed_search().is_none() {
+        anyhow::bail!(
+            "--device {device}: the KNN search on a device runs on libtorch, in `ood-net` (`ood` \
+             hands such command lines to it when it is installed next to `ood`)"
+        );
+    }
     match command {
         LightCommand::List { .. } => list::run(),
         LightCommand::Score(a) => score::run(a),

@@ -44,6 +44,42 @@ use ndarray::{Array1, Array2};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+/// A neighbour search that [`KnnScorer`] hands its search to instead of the built-in CPU one,
+/// e.g. ood-nn's libtorch search on a GPU (`--device cuda`), installed with [`set_search`]. It
+/// gets the normalised bank and queries and must return what the built-in search returns: for
+/// each query row, the `ks[j]`-th smallest squared L2 distance `‖q‖² + ‖b‖² − 2⟨q, b⟩` (clamped
+/// at 0) in column `j`.
+pub trait KnnSearch: Send + Sync + std::fmt::Debug {
+    /// The k-th smallest squared distances, `(queries, ks.len())`.
+    fn kth_distances(
+        &self,
+        bank: ndarray::ArrayView2<'_, f32>,
+        queries: ndarray::ArrayView2<'_, f32>,
+        ks: &[usize],
+    ) -> Result<Array2<f32>>;
+    /// What it is, for messages and configs.
+    fn describe(&self) -> String;
+}
+
+static SEARCH: std::sync::RwLock<Option<std::sync::Arc<dyn KnnSearch>>> =
+    std::sync::RwLock::new(None);
+
+/// Installs (or, with `None`, removes) the neighbour search every [`KnnScorer`] of this process
+/// uses from now on.
+pub fn set_search(search: Option<std::sync::Arc<dyn KnnSearch>>) {
+    *SEARCH
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = search;
+}
+
+/// The installed neighbour search, if any.
+pub fn installed_search() -> Option<std::sync::Arc<dyn KnnSearch>> {
+    SEARCH
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
 /// Deep nearest neighbours: negated k-th squared distance in normalised feature space.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -176,6 +212,11 @@ impl KnnScorer {
             return Ok(Array2::zeros((x.len(), 0)));
         }
         let q = normalize_rows(x.embeddings.view());
+        if let Some(search) = installed_search() {
+            let bank = ndarray::ArrayView2::from_shape((self.bank.n, self.bank.d), &self.bank.data)
+                .map_err(|e| Error::InvalidParameter(format!("knn bank shape: {e}")))?;
+            return search.kth_distances(bank, q.view(), ks);
+        }
         Ok(search_smallest(
             q.view(),
             &self.bank,
