@@ -135,7 +135,8 @@ impl HeResNet {
         (features, logits)
     }
 
-    /// Folds every BatchNorm into its convolution for inference ([`ConvBn::fold`]); the weights
+    /// Folds every BatchNorm into its convolution for inference (`common::ConvBn`: weight
+    /// `W·γ/√(σ²+ε)`, bias `β − μ·γ/√(σ²+ε)`); the weights
     /// must be final.
     pub fn fold(&mut self) {
         self.conv_bn1.fold();
