@@ -234,8 +234,8 @@ pub struct ExtractArgs {
     pub batch_size: usize,
     /// Forward-pass arithmetic: fp32, or bf16 autocast (fast on CPUs with AVX512-BF16/AMX and on
     /// GPUs; features differ from fp32 by bf16 rounding, see BENCHMARKS.md).
-    #[arg(long, value_parser = ["fp32", "bf16"], default_value = "fp32")]
-    pub precision: String,
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
+    pub precision: PrecisionArg,
     /// Device: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -521,8 +521,8 @@ pub struct TrainArgs {
     pub device: String,
     /// Forward/loss precision: fp32, or bf16 autocast on the device (as
     /// `torch.autocast(dtype=torch.bfloat16)`; weights and optimiser state stay float32).
-    #[arg(long, value_parser = ["fp32", "bf16"], default_value = "fp32")]
-    pub precision: String,
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
+    pub precision: PrecisionArg,
     /// Keep convolution weights and input batches channels-last (NHWC) while training; usually
     /// faster on CUDA with bf16.
     #[arg(long)]
@@ -635,6 +635,24 @@ impl From<OnErrorArg> for ood_nn::data::OnError {
         match o {
             OnErrorArg::Fail => ood_nn::data::OnError::Fail,
             OnErrorArg::Skip => ood_nn::data::OnError::Skip,
+        }
+    }
+}
+
+/// `--precision`: the arithmetic of the forward pass (and loss).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrecisionArg {
+    /// Float32 throughout.
+    Fp32,
+    /// bf16 autocast.
+    Bf16,
+}
+
+impl From<PrecisionArg> for ood_nn::train::Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::Fp32 => ood_nn::train::Precision::Fp32,
+            PrecisionArg::Bf16 => ood_nn::train::Precision::Bf16,
         }
     }
 }

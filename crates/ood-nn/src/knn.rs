@@ -41,11 +41,11 @@ pub enum Screen {
 }
 
 impl Screen {
-    fn kind(self) -> Option<(Kind, f64)> {
+    fn kind(self) -> Option<Kind> {
         match self {
             Screen::Exact => None,
-            Screen::Bf16 => Some((Kind::BFloat16, 2f64.powi(-8))),
-            Screen::F16 => Some((Kind::Half, 2f64.powi(-11))),
+            Screen::Bf16 => Some(Kind::BFloat16),
+            Screen::F16 => Some(Kind::Half),
         }
     }
 }
@@ -113,7 +113,7 @@ impl TorchKnn {
         }
         let b = to_tensor(bank)?.to_device(self.device);
         let b_norms = (&b * &b).sum_dim_intlist(1, false, Kind::Float);
-        let b_low = self.screen.kind().map(|(k, _)| b.to_kind(k));
+        let b_low = self.screen.kind().map(|k| b.to_kind(k));
         // max ‖b̃‖ and max ‖b − b̃‖ over the bank, for the screening bound.
         let b_bound = b_low.as_ref().map(|bl| {
             let bl32 = bl.to_kind(Kind::Float);
@@ -132,7 +132,7 @@ impl TorchKnn {
             let rows = (nq as i64 - r0).min(self.query_block);
             let q = q_all.narrow(0, r0, rows);
             let sorted = tch::no_grad(|| match (&b_low, b_bound, self.screen.kind()) {
-                (Some(bl), Some(bound), Some((kind, _))) => {
+                (Some(bl), Some(bound), Some(kind)) => {
                     self.screened(&q, &b, &b_norms, bl, kind, bound, kmax)
                 }
                 _ => self.exact(&q, &b, &b_norms, kmax),

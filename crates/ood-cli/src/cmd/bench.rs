@@ -87,7 +87,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
 
     let device = ood_nn::device::parse_device(&a.device)?;
     if device.is_cuda() {
-        // The KNN detector searches on the same GPU (bf16-screened, exact results).
+        // The KNN detector searches on the same GPU (libtorch, exact f32).
         ood_nn::knn::install(device, None);
     }
     let model_opts = ood_nn::network::ModelOptions {

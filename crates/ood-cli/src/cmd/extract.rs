@@ -6,7 +6,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ood_cli::light::common::{guard_outputs, with_appended};
 use ood_nn::data::{DataSpec, OnError};
 use ood_nn::network::{ExtractOptions, ModelOptions, extract, file_sha256, load_model, model_file};
-use ood_nn::train::Precision;
 
 fn parse_size(what: &str, v: &str) -> Result<Option<u32>> {
     if v == "none" {
@@ -64,11 +63,7 @@ pub fn run(a: ExtractArgs) -> Result<()> {
         batch_size: a.batch_size,
         preprocess: preprocess.clone(),
         on_error,
-        precision: if a.precision == "bf16" {
-            Precision::Bf16
-        } else {
-            Precision::Fp32
-        },
+        precision: a.precision.into(),
     };
     let weights_sha = file_sha256(&weights)?;
     let data_sha = data.fingerprint()?;
@@ -156,7 +151,7 @@ fn finish(
 ) -> Result<()> {
     let common = serde_json::json!({
         "batch_size": a.batch_size,
-        "precision": a.precision,
+        "precision": crate::args::value_name(&a.precision),
         "device": format!("{device:?}"),
         "on_error": crate::args::value_name(&a.on_error),
         "num_samples": ex.features.len(),

@@ -12,8 +12,8 @@ use ood_nn::losses::{self, ForwardFn, Method, Outliers, mixoe};
 use ood_nn::models::Arch;
 use ood_nn::network::load_init;
 use ood_nn::train::{
-    Augment, EpochLog, Exported, Images, Optimizer, Precision, TrainConfig, TrainData, export,
-    read_images, train,
+    Augment, EpochLog, Exported, Images, Optimizer, TrainConfig, TrainData, export, read_images,
+    train,
 };
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -76,9 +76,7 @@ fn config(a: &TrainArgs, mean: [f32; 3], std: [f32; 3]) -> Result<TrainConfig> {
         c.optimizer = Optimizer::adamw();
     }
     c.seed = a.seed;
-    if a.precision == "bf16" {
-        c.precision = Precision::Bf16;
-    }
+    c.precision = a.precision.into();
     c.channels_last = a.channels_last;
     c.augment = match (a.no_augment, a.augment.as_str()) {
         (true, _) | (_, "none") => None,

@@ -90,8 +90,8 @@ pub(crate) fn batch_norm2d(p: nn::Path<'_>, c: i64) -> nn::BatchNorm {
 /// logits against PyTorch).
 #[derive(Debug)]
 pub(crate) struct ConvBn {
-    pub(crate) conv: nn::Conv2D,
-    pub(crate) bn: nn::BatchNorm,
+    conv: nn::Conv2D,
+    bn: nn::BatchNorm,
     stride: i64,
     padding: i64,
     folded: Option<(Tensor, Tensor)>,
@@ -124,7 +124,9 @@ impl ConvBn {
     /// [`ConvBn::fold`] ran.
     pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         match (&self.folded, train) {
-            (Some((w, b)), false) => x.conv2d(
+            // Channels-last input (a no-op for the activations of folded layers, which already
+            // are): oneDNN then keeps every activation channels-last.
+            (Some((w, b)), false) => crate::autocast::channels_last(x).conv2d(
                 w,
                 Some(b),
                 [self.stride, self.stride],
@@ -184,17 +186,6 @@ pub(crate) fn add_relu(mut a: Tensor, b: &Tensor) -> Tensor {
 
 /// BatchNorm's ε in every model here (PyTorch's default).
 const BN_EPS: f64 = 1e-5;
-
-/// A network's input as its eval-mode pass after folding wants it: channels-last when `folded`
-/// (the folded weights are channels-last, and oneDNN then keeps every activation so), else as
-/// given.
-pub(crate) fn inference_layout(x: &Tensor, folded: bool) -> Tensor {
-    if folded {
-        crate::autocast::channels_last(x)
-    } else {
-        x.shallow_clone()
-    }
-}
 
 /// `nn.Linear` with PyTorch's default init: weight and bias U(±1/√fan_in); with `zero_bias` the
 /// bias starts at 0 (Wide ResNet convention).

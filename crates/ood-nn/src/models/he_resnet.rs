@@ -88,8 +88,6 @@ pub struct HeResNet {
     conv_bn1: ConvBn,
     blocks: Vec<BasicBlock>,
     linear: nn::Linear,
-    /// [`HeResNet::fold`] ran: eval-mode passes use the folded convolutions, channels-last.
-    folded: bool,
 }
 
 impl HeResNet {
@@ -113,7 +111,6 @@ impl HeResNet {
             conv_bn1,
             blocks,
             linear,
-            folded: false,
         })
     }
 
@@ -125,8 +122,7 @@ impl HeResNet {
     /// `(features (n, 64), logits (n, K))` for normalised images `(n, 3, 32, 32)`: features are
     /// the global average of the last stage.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> (Tensor, Tensor) {
-        let x = common::inference_layout(x, self.folded && !train);
-        let mut out = common::relu(self.conv_bn1.forward_t(&x, train));
+        let mut out = common::relu(self.conv_bn1.forward_t(x, train));
         for b in &self.blocks {
             out = b.forward_t(&out, train);
         }
@@ -144,7 +140,6 @@ impl HeResNet {
             b.conv_bn1.fold();
             b.conv_bn2.fold();
         }
-        self.folded = true;
     }
 
     /// A copy of the final linear layer.

@@ -90,8 +90,6 @@ pub struct ResNet32x32 {
     layers: Vec<Vec<BasicBlock>>,
     fc: nn::Linear,
     depth: ResNet32x32Depth,
-    /// [`ResNet32x32::fold`] ran: eval-mode passes use the folded convolutions, channels-last.
-    folded: bool,
 }
 
 impl ResNet32x32 {
@@ -126,7 +124,6 @@ impl ResNet32x32 {
             layers,
             fc,
             depth,
-            folded: false,
         }
     }
 
@@ -184,8 +181,7 @@ impl ResNet32x32 {
     /// `(features (n, 512), logits (n, K))` for normalised images `(n, 3, h, w)`; `train` selects
     /// batch statistics (and updates the running ones) in the BN layers.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> (Tensor, Tensor) {
-        let x = common::inference_layout(x, self.folded && !train);
-        let mut out = common::relu(self.conv_bn1.forward_t(&x, train));
+        let mut out = common::relu(self.conv_bn1.forward_t(x, train));
         for stage in &self.layers {
             for block in stage {
                 out = block.forward_t(&out, train);
@@ -202,7 +198,6 @@ impl ResNet32x32 {
     pub fn fold(&mut self) {
         self.conv_bn1.fold();
         self.layers.iter_mut().flatten().for_each(BasicBlock::fold);
-        self.folded = true;
     }
 
     /// A copy of the final linear layer.

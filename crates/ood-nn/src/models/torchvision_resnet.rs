@@ -109,8 +109,6 @@ pub struct TorchvisionResNet {
     fc: nn::Linear,
     kind: BlockKind,
     blocks: [usize; 4],
-    /// [`TorchvisionResNet::fold`] ran: eval-mode passes use the folded convolutions.
-    folded: bool,
 }
 
 impl TorchvisionResNet {
@@ -143,7 +141,6 @@ impl TorchvisionResNet {
             fc,
             kind,
             blocks,
-            folded: false,
         }
     }
 
@@ -199,8 +196,7 @@ impl TorchvisionResNet {
 
     /// `(features (n, 512·expansion), logits (n, K))` for normalised images `(n, 3, h, w)`.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> (Tensor, Tensor) {
-        let x = common::inference_layout(x, self.folded && !train);
-        let mut out = common::relu(self.conv_bn1.forward_t(&x, train)).max_pool2d(
+        let mut out = common::relu(self.conv_bn1.forward_t(x, train)).max_pool2d(
             [3, 3],
             [2, 2],
             [1, 1],
@@ -223,7 +219,6 @@ impl TorchvisionResNet {
     pub fn fold(&mut self) {
         self.conv_bn1.fold();
         self.layers.iter_mut().flatten().for_each(Block::fold);
-        self.folded = true;
     }
 
     /// A copy of the final linear layer.
