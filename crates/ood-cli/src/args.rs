@@ -236,6 +236,18 @@ pub struct ExtractArgs {
     /// GPUs; features differ from fp32 by bf16 rounding, see BENCHMARKS.md).
     #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
     pub precision: PrecisionArg,
+    /// Also compute what these detectors need from the network at score time (comma-separated
+    /// names, e.g. `odin,iodin`, or `network` for every such detector), stored as probe tensors
+    /// in the feature file; `--param DETECTOR.KEY=VALUE` sets their parameters.
+    #[arg(long = "with", value_name = "DETECTORS")]
+    pub with: Option<String>,
+    /// Parameter of a `--with` detector, `DETECTOR.KEY=VALUE` (repeatable).
+    #[arg(long = "param", value_name = "DETECTOR.KEY=VALUE", requires = "with")]
+    pub params: Vec<String>,
+    /// With `--with`: also the probes of those detectors' search grids (for the validation
+    /// files of `ood eval --sweep`).
+    #[arg(long, requires = "with")]
+    pub with_sweep: bool,
     /// Device: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,

@@ -187,6 +187,8 @@ fn list_detectors_groups_every_detector_once_by_family() {
         ("vim", "features"),
         ("mcm", "vision-language"),
         ("neg_label", "vision-language"),
+        ("odin", "network"),
+        ("iodin", "network"),
     ] {
         assert_eq!(seen[name], want, "{name}");
     }

@@ -206,11 +206,15 @@ pub fn run(
     let mut skipped = Vec::new();
     for spec in detectors {
         let name = spec.name();
+        if let Some(why) = missing_probe(spec, input) {
+            skipped.push((name.to_string(), format!("cannot score: {why}")));
+            continue;
+        }
         progress(&format!("{name}: fit"));
         let scorer = match fit_detector(spec, input) {
             Ok(s) => s,
             Err(e) => {
-                skipped.push((name.to_string(), e.to_string()));
+                skipped.push((name.to_string(), format!("fitting failed: {e}")));
                 continue;
             }
         };
@@ -246,7 +250,7 @@ pub fn run(
     if ran.is_empty() {
         let reasons: Vec<String> = skipped
             .iter()
-            .map(|(d, e)| format!("detector {d}: fitting failed: {e}"))
+            .map(|(d, e)| format!("detector {d}: {e}"))
             .collect();
         return Err(Error::InvalidParameter(reasons.join("; ")));
     }
@@ -258,6 +262,21 @@ pub fn run(
         scores,
         skipped,
     })
+}
+
+/// Why `spec` cannot score `input`: the first probe tensor ([`crate::probes`]) it needs that the
+/// ID test set or an OOD set lacks (features extracted without `--with`).
+fn missing_probe(spec: &DetectorSpec, input: &BenchmarkInput<'_>) -> Option<String> {
+    let sets = std::iter::once(("ID test", input.id_test))
+        .chain(input.ood.iter().map(|s| (s.name.as_str(), &s.features)));
+    for (set, f) in sets {
+        for p in spec.probes() {
+            if let Err(e) = f.probe(&p, spec.name()) {
+                return Some(format!("set {set}: {e}"));
+            }
+        }
+    }
+    None
 }
 
 fn with_context(e: Error, detector: &str, set: &str) -> Error {

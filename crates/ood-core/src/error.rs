@@ -21,6 +21,16 @@ pub enum Error {
         /// The detector's name.
         detector: String,
     },
+    /// A detector needs a network computation ([`crate::probes::Probe`]) the features lack.
+    #[error(
+        "detector {detector} needs the network tensor '{tensor}', which these features lack: extract them with `ood extract --with {detector}` (`ood bench` computes it itself)"
+    )]
+    MissingProbe {
+        /// The detector's name.
+        detector: String,
+        /// The tensor's name in feature files.
+        tensor: String,
+    },
     /// Not enough samples for the requested computation.
     #[error("too few samples for {what}: need at least {need}, got {got}")]
     TooFewSamples {

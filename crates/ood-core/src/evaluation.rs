@@ -264,6 +264,25 @@ pub fn search(
         warnings: Vec::new(),
     };
     for d in detectors {
+        // A detector that needs the network at score time is searched only when the val files
+        // hold every candidate's probe tensors.
+        let lacking = DetectorSpec::probes_of(std::slice::from_ref(d), true)
+            .into_iter()
+            .find(|p| {
+                [val_id, val_ood]
+                    .iter()
+                    .any(|f| f.probe(p, d.name()).is_err())
+            });
+        if let Some(p) = lacking {
+            out.warnings.push(format!(
+                "{} was not searched: the val files lack '{}' (extract them with `ood extract --with {} --with-sweep`)",
+                d.name(),
+                p.tensor_name(),
+                d.name()
+            ));
+            out.detectors.push(d.clone());
+            continue;
+        }
         let outcome = benchmark::sweep(d, input, val_id, val_ood).map_err(|e| {
             crate::Error::InvalidParameter(format!("parameter search for {}: {e}", d.name()))
         })?;

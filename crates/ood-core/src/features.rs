@@ -2,14 +2,16 @@
 //! their files.
 //!
 //! A feature file is safetensors with `features` `(n, d)` f32, `logits` `(n, c)` f32, optional
-//! `labels` `(n)` i64 and string metadata (model, weights hash, dataset, split, layer,
-//! preprocessing). A head file holds `weight` `(c, d)` and `bias` `(c)`, so that
+//! `labels` `(n)` i64, optional probe tensors `probe:KEY` `(n, k)` f32 (what a network computed
+//! for a detector at extraction, [`crate::probes`]) and string metadata (model, weights hash,
+//! dataset, split, layer, preprocessing). A head file holds `weight` `(c, d)` and `bias` `(c)`, so that
 //! `logits = features · weightᵀ + bias`.
 //!
 //! [`FitData`] is what detectors fit on: features in memory, or a [`FeatureFile`] read in chunks of
 //! rows so that statistics-based detectors never hold more than one chunk (plus what they keep).
 
 use crate::error::{Error, Result};
+use crate::probes::{Probe, TENSOR_PREFIX};
 use crate::safetensors::{self, Dtype, SafeTensorsFile, TensorToWrite};
 use ndarray::{Array1, Array2, ArrayView2, Axis, s};
 use std::collections::BTreeMap;
@@ -24,6 +26,9 @@ pub struct Features {
     pub logits: Array2<f32>,
     /// `n` class labels, when known (`-1` conventionally marks OOD samples).
     pub labels: Option<Vec<i64>>,
+    /// Probe tensors by [`Probe::tensor_name`]: `(n, k)` numbers the network computed for
+    /// detectors that need it at score time (set with [`Features::set_probe`]).
+    pub probes: BTreeMap<String, Array2<f32>>,
     /// Free-form string metadata (model, weights hash, dataset, split, layer, preprocessing).
     pub metadata: BTreeMap<String, String>,
 }
@@ -68,8 +73,36 @@ impl Features {
             embeddings,
             logits,
             labels,
+            probes: BTreeMap::new(),
             metadata: BTreeMap::new(),
         })
+    }
+
+    /// Stores the `(n, k)` values of `probe`, checking the row count and finiteness.
+    pub fn set_probe(&mut self, probe: &Probe, values: Array2<f32>) -> Result<()> {
+        let name = probe.tensor_name();
+        if values.nrows() != self.len() {
+            return Err(Error::dim(
+                format!("rows of '{name}'"),
+                self.len(),
+                values.nrows(),
+            ));
+        }
+        check_finite(&name, values.iter())?;
+        self.probes.insert(name, values);
+        Ok(())
+    }
+
+    /// The values of `probe`, or [`Error::MissingProbe`] naming `detector`.
+    pub fn probe(&self, probe: &Probe, detector: &str) -> Result<ArrayView2<'_, f32>> {
+        let name = probe.tensor_name();
+        self.probes
+            .get(&name)
+            .map(|a| a.view())
+            .ok_or_else(|| Error::MissingProbe {
+                detector: detector.to_string(),
+                tensor: name,
+            })
     }
 
     /// Features whose logits are computed from a head: `logits = embeddings · Wᵀ + b`.
@@ -105,6 +138,11 @@ impl Features {
             embeddings: self.embeddings.slice(s![start..end, ..]).to_owned(),
             logits: self.logits.slice(s![start..end, ..]).to_owned(),
             labels: self.labels.as_ref().map(|l| l[start..end].to_vec()),
+            probes: self
+                .probes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.slice(s![start..end, ..]).to_owned()))
+                .collect(),
             metadata: self.metadata.clone(),
         }
     }
@@ -118,6 +156,11 @@ impl Features {
                 .labels
                 .as_ref()
                 .map(|l| indices.iter().map(|&i| l[i]).collect()),
+            probes: self
+                .probes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.select(Axis(0), indices)))
+                .collect(),
             metadata: self.metadata.clone(),
         }
     }
@@ -177,6 +220,18 @@ impl Features {
         if let Some(l) = &self.labels {
             tensors.push(TensorToWrite::i64("labels", vec![n], l));
         }
+        let probes: Vec<(&String, ndarray::CowArray<'_, f32, ndarray::Ix2>)> = self
+            .probes
+            .iter()
+            .map(|(k, v)| (k, v.as_standard_layout()))
+            .collect();
+        for (k, v) in &probes {
+            tensors.push(TensorToWrite::f32(
+                k,
+                vec![n, v.ncols()],
+                v.as_slice().expect("standard layout"),
+            ));
+        }
         safetensors::write(path.as_ref(), &tensors, &self.metadata)
     }
 }
@@ -217,6 +272,8 @@ pub struct FeatureFile {
     d: usize,
     c: usize,
     has_labels: bool,
+    /// Probe tensors: name and width.
+    probes: Vec<(String, usize)>,
 }
 
 impl FeatureFile {
@@ -273,12 +330,30 @@ impl FeatureFile {
             Some(_) => true,
             None => false,
         };
+        let mut probes = Vec::new();
+        for (name, t) in &file.tensors {
+            if !name.starts_with(TENSOR_PREFIX) {
+                continue;
+            }
+            if t.shape.len() != 2 || t.shape[0] != n {
+                return Err(Error::format(
+                    &p,
+                    format!(
+                        "'{name}' must be ({n}, k) to match 'features', found shape {:?}",
+                        t.shape
+                    ),
+                ));
+            }
+            require_float(&file, name)?;
+            probes.push((name.clone(), t.shape[1]));
+        }
         Ok(FeatureFile {
             file,
             n,
             d,
             c,
             has_labels,
+            probes,
         })
     }
     /// Path of the file.
@@ -304,6 +379,10 @@ impl FeatureFile {
     /// Whether the file stores labels.
     pub fn has_labels(&self) -> bool {
         self.has_labels
+    }
+    /// The names of the probe tensors the file holds ([`crate::probes`]).
+    pub fn probe_names(&self) -> impl Iterator<Item = &str> {
+        self.probes.iter().map(|(n, _)| n.as_str())
     }
     /// The file's string metadata.
     pub fn metadata(&self) -> &BTreeMap<String, String> {
@@ -343,6 +422,17 @@ impl FeatureFile {
             ),
             e => e,
         })?;
+        for (name, k) in &self.probes {
+            let v = self.file.read_rows_f32(name, start, n)?;
+            if !v.iter().all(|x| x.is_finite()) {
+                return Err(Error::format(
+                    self.file.path(),
+                    format!("non-finite value (NaN or infinite) in '{name}'"),
+                ));
+            }
+            let v = Array2::from_shape_vec((n, *k), v).expect("row read has n*k values");
+            f.probes.insert(name.clone(), v);
+        }
         f.metadata = self.file.metadata.clone();
         Ok(f)
     }
@@ -633,6 +723,58 @@ mod tests {
             })
             .unwrap();
         assert_eq!(seen, vec![2, 1]);
+    }
+
+    #[test]
+    fn probe_tensors_roundtrip_slice_and_are_checked() {
+        let (mut f, _) = toy();
+        let p = Probe::Odin {
+            temperature: 10.0,
+            epsilon: 0.0028,
+        };
+        assert!(f.set_probe(&p, Array2::zeros((2, 3))).is_err(), "row count");
+        assert!(
+            f.set_probe(&p, array![[f32::NAN], [0.0], [1.0]]).is_err(),
+            "finite"
+        );
+        f.set_probe(&p, array![[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.safetensors");
+        f.save(&path).unwrap();
+        let file = FeatureFile::open(&path).unwrap();
+        assert_eq!(
+            file.probe_names().collect::<Vec<_>>(),
+            ["probe:odin(T=10,eps=0.0028)"]
+        );
+        assert_eq!(Features::load(&path).unwrap(), f);
+        let rows = file.read_rows(1, 2).unwrap();
+        assert_eq!(
+            rows.probe(&p, "odin").unwrap(),
+            array![[3.0f32, 4.0], [5.0, 6.0]]
+        );
+        assert_eq!(
+            f.select(&[2, 0]).probe(&p, "odin").unwrap(),
+            array![[5.0f32, 6.0], [1.0, 2.0]]
+        );
+        // A probe tensor whose rows do not match the features is a format error naming it.
+        let bad = dir.path().join("bad.safetensors");
+        let z = [0.0f32; 4];
+        safetensors::write(
+            &bad,
+            &[
+                TensorToWrite::f32("features", vec![2, 1], &z[..2]),
+                TensorToWrite::f32("logits", vec![2, 1], &z[..2]),
+                TensorToWrite::f32("probe:odin(T=1,eps=0)", vec![4, 1], &z),
+            ],
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        let e = FeatureFile::open(&bad).unwrap_err().to_string();
+        assert!(
+            e.contains("probe:odin(T=1,eps=0)") && e.contains("(2, k)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub(crate) mod kernels;
 pub mod linalg;
 pub mod metrics;
 pub mod neg_mining;
+pub mod probes;
 pub mod projection;
 pub mod report;
 pub mod safetensors;

@@ -30,6 +30,7 @@
 //! a wrong logit count and an empty input are `Err`, not panics; the scorer is `Send + Sync`.
 
 use ndarray::{Array1, Array2, s};
+use ood_core::probes::Probe;
 use ood_core::{DetectorSpec, FeatureFile, Features, FitData, Head, Scorer, SideInputs};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -122,6 +123,19 @@ fn auroc(id: &[f32], ood: &[f32]) -> f64 {
     wins / (id.len() * ood.len()) as f64
 }
 
+/// A stand-in for the network side: the features with every probe tensor `spec` scores, shaped
+/// as the network computes it (ODIN-style perturbed logits: the logits themselves).
+fn probed(f: &Features, spec: &DetectorSpec) -> Features {
+    let mut f = f.clone();
+    for p in spec.probes() {
+        let v = match p {
+            Probe::Odin { .. } | Probe::Iodin { .. } => f.logits.clone(),
+        };
+        f.set_probe(&p, v).expect("probe rows match");
+    }
+    f
+}
+
 fn fit(spec: &DetectorSpec, data: &FitData<'_>, head: &Head) -> Box<dyn Scorer> {
     let neg = negatives();
     spec.as_detector()
@@ -142,10 +156,11 @@ fn conformance_every_default_detector() {
     for spec in DetectorSpec::all_defaults() {
         let name = spec.name();
         let scorer = fit(&spec, &(&b.train).into(), &b.head);
+        let (id_test, ood_set) = (probed(&b.id_test, &spec), probed(&b.ood, &spec));
 
         // Finite, one per sample.
-        let id = scorer.score(&b.id_test).expect("score id");
-        let ood = scorer.score(&b.ood).expect("score ood");
+        let id = scorer.score(&id_test).expect("score id");
+        let ood = scorer.score(&ood_set).expect("score ood");
         assert_eq!(id.len(), n_id, "{name}");
         assert_eq!(ood.len(), b.ood.len(), "{name}");
         assert!(
@@ -155,19 +170,19 @@ fn conformance_every_default_detector() {
 
         // Deterministic: a second fit gives the same scores.
         let again = fit(&spec, &(&b.train).into(), &b.head)
-            .score(&b.id_test)
+            .score(&id_test)
             .expect("score");
         assert_eq!(id, again, "{name}: two fits disagree");
 
         // Fitting from a feature file (streamed) gives the same scores as from memory.
         let from_file = fit(&spec, &(&train_file).into(), &b.head)
-            .score(&b.id_test)
+            .score(&id_test)
             .expect("score");
         assert_eq!(id, from_file, "{name}: file fit differs from memory fit");
 
         // Subset-invariant.
         let k = 37;
-        let prefix = scorer.score(&b.id_test.slice(0, k)).expect("score prefix");
+        let prefix = scorer.score(&id_test.slice(0, k)).expect("score prefix");
         for (i, (a, w)) in prefix.iter().zip(id.slice(s![..k])).enumerate() {
             assert!(
                 (a - w).abs() <= 1e-5 * w.abs().max(1.0),
@@ -191,7 +206,7 @@ fn conformance_every_default_detector() {
             Features::new(Array2::ones((3, D)), Array2::zeros((3, C + 1)), None).expect("features");
         assert!(scorer.score(&wrong_c).is_err(), "{name}: wrong logit count");
         assert!(
-            scorer.score(&b.id_test.slice(0, 0)).is_err(),
+            scorer.score(&id_test.slice(0, 0)).is_err(),
             "{name}: empty input"
         );
         let wrong_fit = Features::new(
@@ -228,8 +243,8 @@ fn conformance_confident_head_does_not_saturate() {
     for spec in DetectorSpec::all_defaults() {
         let name = spec.name();
         let scorer = fit(&spec, &(&train).into(), &head);
-        let id = scorer.score(&id_test).expect("score id");
-        let far = scorer.score(&ood).expect("score ood");
+        let id = scorer.score(&probed(&id_test, &spec)).expect("score id");
+        let far = scorer.score(&probed(&ood, &spec)).expect("score ood");
         let mut sorted = id.to_vec();
         sorted.sort_by(f32::total_cmp);
         let tied = (0..sorted.len())

@@ -78,6 +78,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             preprocess: Preprocess::normalize_only(MEAN, STD),
             on_error: OnError::Fail,
             precision: Default::default(),
+            probes: Vec::new(),
         };
         let t = Instant::now();
         let ex = extract(&net, Box::new(spec.samples()?.take(n)), &opts, &mut |_| {})?;

@@ -655,6 +655,7 @@ fn extract_set(
         preprocess: crate::data::Preprocess::normalize_only(norm.0, norm.1),
         on_error: crate::data::OnError::Fail,
         precision: Default::default(),
+        probes: Vec::new(),
     };
     let ex = crate::network::extract(net, samples, &opts, &mut |done| {
         progress(&Event::Extract {

@@ -21,6 +21,7 @@ pub mod losses;
 pub mod malloc;
 pub mod models;
 pub mod network;
+pub mod probes;
 pub mod text;
 pub mod train;
 

@@ -243,6 +243,26 @@ pub struct ExtractOptions {
     /// products in bf16, fast on CPUs with AVX512-BF16/AMX and on GPUs; features are returned as
     /// float32 either way). bf16 features are cached under their own key.
     pub precision: crate::train::Precision,
+    /// Network computations for detectors that need the network at score time (ODIN's
+    /// perturbed logits, ...), stored as probe tensors ([`ood_core::probes`]); each costs extra
+    /// forward and backward passes. Part of the cache key.
+    pub probes: Vec<ood_core::probes::Probe>,
+}
+
+impl ExtractOptions {
+    /// The `layer` part of the cache key: `penultimate`, `@bf16` for bf16 (fp32 keeps the key it
+    /// always had), then `+` and the probes' keys when there are probes.
+    pub fn layer_key(&self) -> String {
+        let mut k = match self.precision {
+            crate::train::Precision::Fp32 => "penultimate".to_string(),
+            crate::train::Precision::Bf16 => "penultimate@bf16".to_string(),
+        };
+        if !self.probes.is_empty() {
+            k.push('+');
+            k.push_str(&ood_core::probes::probes_key(&self.probes));
+        }
+        k
+    }
 }
 
 /// The result of [`extract`].
@@ -276,6 +296,16 @@ pub fn extract(
     let mut logits: Vec<f32> = Vec::new();
     let mut labels: Vec<i64> = Vec::new();
     let mut skipped = Vec::new();
+    let mut probes: Vec<ood_core::probes::Probe> = Vec::new();
+    for p in &opts.probes {
+        if !probes.contains(p) {
+            probes.push(*p);
+        }
+    }
+    let mut probe_values: Vec<(Vec<f32>, usize)> = vec![(Vec::new(), 0); probes.len()];
+    let ctx = crate::probes::ProbeContext {
+        std: opts.preprocess.std,
+    };
     let (mut d, mut c) = (0usize, 0usize);
     let mut done = 0usize;
     let mut samples = samples.peekable();
@@ -339,12 +369,16 @@ pub fn extract(
             let x = Tensor::from_slice(&pix)
                 .reshape([n, 3, i64::from(h), i64::from(w)])
                 .to_device(device);
-            let out = tch::no_grad(|| match opts.precision {
-                crate::train::Precision::Fp32 => net.forward_t(&x, false),
-                crate::train::Precision::Bf16 => {
-                    crate::autocast::autocast(device, Kind::BFloat16, || net.forward_t(&x, false))
-                }
+            let out = in_precision(opts.precision, device, || {
+                tch::no_grad(|| net.forward_t(&x, false))
             });
+            for (p, (vals, k)) in probes.iter().zip(probe_values.iter_mut()) {
+                let t = in_precision(opts.precision, device, || {
+                    crate::probes::compute(net, &x, p, &ctx)
+                })?;
+                *k = t.size()[1] as usize;
+                vals.extend(Vec::<f32>::try_from(t.flatten(0, -1))?);
+            }
             let f = out
                 .features
                 .to_device(Device::Cpu)
@@ -374,13 +408,32 @@ pub fn extract(
     let lg = ndarray::Array2::from_shape_vec((n, c), logits)
         .map_err(|e| Error::Config(format!("logit shape: {e}")))?;
     let mut features = Features::new(emb, lg, Some(labels))?;
+    for (p, (vals, k)) in probes.iter().zip(probe_values) {
+        let a = ndarray::Array2::from_shape_vec((n, k), vals)
+            .map_err(|e| Error::Config(format!("{} shape: {e}", p.tensor_name())))?;
+        features.set_probe(p, a)?;
+    }
     let md = &mut features.metadata;
     md.insert("model".into(), net.name());
     md.insert("layer".into(), "penultimate".into());
     md.insert("preprocessing".into(), opts.preprocess.describe());
     md.insert("precision".into(), opts.precision.name().into());
     md.insert("num_skipped".into(), skipped.len().to_string());
+    if !probes.is_empty() {
+        md.insert(
+            "probes".into(),
+            serde_json::to_string(&probes).expect("probes serialise"),
+        );
+    }
     Ok(Extraction { features, skipped })
+}
+
+/// Runs `f` in the arithmetic of `precision` (bf16: under autocast on `device`).
+fn in_precision<T>(precision: crate::train::Precision, device: Device, f: impl FnOnce() -> T) -> T {
+    match precision {
+        crate::train::Precision::Fp32 => f(),
+        crate::train::Precision::Bf16 => crate::autocast::autocast(device, Kind::BFloat16, f),
+    }
 }
 
 /// The content-addressed cache key of an extraction: SHA-256 over the model name, weights hash,
@@ -437,11 +490,7 @@ pub fn extract_cached(
         weights_sha256,
         &fp,
         &opts.preprocess.describe(),
-        // fp32 keeps the key it always had.
-        match opts.precision {
-            crate::train::Precision::Fp32 => "penultimate",
-            crate::train::Precision::Bf16 => "penultimate@bf16",
-        },
+        &opts.layer_key(),
     );
     let path = cache_dir.join(format!("{key}.safetensors"));
     if path.is_file() && ood_core::FeatureFile::open(&path).is_ok() {

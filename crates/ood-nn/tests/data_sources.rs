@@ -248,6 +248,7 @@ fn extract_skips_or_fails_on_corrupt_images_and_caches() {
         preprocess: Preprocess::normalize_only([0.5; 3], [0.25; 3]),
         on_error: OnError::Fail,
         precision: Default::default(),
+        probes: Vec::new(),
     };
     let err = extract(&net, spec.samples().unwrap(), &opts, &mut |_| {})
         .unwrap_err()
@@ -398,6 +399,7 @@ fn dangling_image_link_is_skipped_or_named() {
         },
         on_error,
         precision: Default::default(),
+        probes: Vec::new(),
     };
     let ex = extract(
         &net,

@@ -195,6 +195,7 @@ pub fn evaluate(
             head: false,
             labels: false,
             negatives: false,
+            network: false,
         };
         for s in &specs {
             let n = s.needs();
@@ -203,6 +204,14 @@ pub fn evaluate(
             needs.head |= n.head;
             needs.labels |= n.labels;
             needs.negatives |= n.negatives;
+            needs.network |= n.network;
+        }
+        if needs.network {
+            return Err(value_err(format!(
+                "detectors: {} score probe tensors that `ood extract --with` computes from the \
+                 network; arrays cannot carry them (run `ood eval` on such feature files)",
+                needers(&specs, |n| n.network)
+            )));
         }
         if needs.negatives && negatives.is_none() {
             return Err(value_err(

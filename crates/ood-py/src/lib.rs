@@ -174,8 +174,9 @@ pub(crate) fn params_dict<'py>(
 }
 
 /// `detectors()`: one dict per registered detector: `name`, `about`, `params` (the defaults),
-/// `needs` (which of features, logits, head, labels, negatives it reads), `fits_on_val` and
-/// `sweep` (the parameter-search grid, a list of parameter dicts).
+/// `needs` (which of features, logits, head, labels, negatives, network it reads), `family`
+/// (logits, features, network, vision-language), `fits_on_val` and `sweep` (the
+/// parameter-search grid, a list of parameter dicts).
 #[pyfunction]
 fn detectors(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
     let out = PyList::empty(py);
@@ -185,6 +186,7 @@ fn detectors(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
         d.set_item("about", spec.about())?;
         d.set_item("params", params_dict(py, &spec)?)?;
         d.set_item("needs", spec.needs().names())?;
+        d.set_item("family", spec.family())?;
         d.set_item("fits_on_val", spec.fits_on_val())?;
         let grid = PyList::empty(py);
         for g in spec.sweep() {

@@ -11,7 +11,7 @@ use ood_cli::light::eval::{self, Inputs, Options, VisionLanguage};
 use ood_cli::outln;
 use ood_core::DetectorSpec;
 use ood_core::projection::Projection;
-use ood_nn::benchmarks::{self, Benchmark, Event};
+use ood_nn::benchmarks::{self, Benchmark, Event, Role};
 use ood_nn::network::{file_sha256, load_model, model_file};
 use serde_json::json;
 use std::path::Path;
@@ -102,13 +102,26 @@ pub fn run(a: BenchArgs) -> Result<()> {
         ProgressStyle::with_template("{spinner} {msg} {pos} images {elapsed_precise}")
             .expect("valid template"),
     );
+    // What the network computes for detectors that need it at score time: their probes on the
+    // scored sets, and their search grids' on the val pair when searching.
+    let score_probes = DetectorSpec::probes_of(&opts.detectors, false);
+    let val_probes = DetectorSpec::probes_of(&opts.detectors, true);
+    let probes = |r: Role| match r {
+        Role::Fit | Role::FitVal => Vec::new(),
+        Role::ValId | Role::ValOod if !a.run.sweep => Vec::new(),
+        Role::ValId | Role::ValOod => val_probes.clone(),
+        _ => score_probes.clone(),
+    };
     let sets = benchmarks::extract(
         &checked,
         net.as_ref(),
         &weights_sha,
         &cache,
-        a.batch_size,
-        a.full_spectrum,
+        &benchmarks::ExtractPlan {
+            batch_size: a.batch_size,
+            full_spectrum: a.full_spectrum,
+            probes: &probes,
+        },
         &mut |e| match e {
             Event::Start(s) => {
                 bar.reset();

@@ -20,6 +20,35 @@ fn parse_size(what: &str, v: &str) -> Result<Option<u32>> {
     Ok(Some(n))
 }
 
+/// The probes of `--with` (and of their search grids with `--with-sweep`); `network` names
+/// every detector that needs the network at score time.
+fn requested_probes(a: &ExtractArgs) -> Result<Vec<ood_core::probes::Probe>> {
+    let Some(list) = &a.with else {
+        return Ok(Vec::new());
+    };
+    let network: Vec<&str> = ood_core::DetectorSpec::all_defaults()
+        .iter()
+        .filter(|d| d.family() == "network")
+        .map(|d| d.name())
+        .collect();
+    let list = if list.trim() == "network" {
+        network.join(",")
+    } else {
+        list.clone()
+    };
+    let specs = ood_cli::light::eval::parse_detectors(&list, &a.params, true).context("--with")?;
+    if let Some(d) = specs.iter().find(|d| d.probes().is_empty()) {
+        bail!(
+            "--with {}: {} needs nothing from the network besides features and logits; the \
+             detectors that do are {}",
+            list,
+            d.name(),
+            network.join(", ")
+        );
+    }
+    Ok(ood_core::DetectorSpec::probes_of(&specs, a.with_sweep))
+}
+
 /// Runs `ood extract`.
 pub fn run(a: ExtractArgs) -> Result<()> {
     if let Some(t) = a.threads {
@@ -64,6 +93,7 @@ pub fn run(a: ExtractArgs) -> Result<()> {
         preprocess: preprocess.clone(),
         on_error,
         precision: a.precision.into(),
+        probes: requested_probes(&a)?,
     };
     let weights_sha = file_sha256(&weights)?;
     let data_sha = data.fingerprint()?;
@@ -83,10 +113,10 @@ pub fn run(a: ExtractArgs) -> Result<()> {
 
     // CLIP's logits depend on the class text embeddings: their hash is part of the layer.
     let text_head_sha = a.text_head.as_deref().map(file_sha256).transpose()?;
-    let layer = match &text_head_sha {
-        Some(sha) => format!("penultimate+text_head:{sha}"),
-        None => "penultimate".to_string(),
-    };
+    let mut layer = opts.layer_key();
+    if let Some(sha) = &text_head_sha {
+        layer.push_str(&format!("+text_head:{sha}"));
+    }
     let md = &mut ex.features.metadata;
     if let Some(sha) = &text_head_sha {
         md.insert("text_head_sha256".into(), sha.clone());
@@ -122,6 +152,7 @@ pub fn run(a: ExtractArgs) -> Result<()> {
         "dataset": data.dataset_name(),
         "data_sha256": data_sha,
         "layer": "penultimate",
+        "probes": opts.probes,
         "text_head": a.text_head.as_ref().map(|p| p.display().to_string()),
         "text_head_sha256": text_head_sha,
         "preprocessing": preprocess.describe(),

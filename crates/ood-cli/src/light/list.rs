@@ -4,11 +4,11 @@ use crate::outln;
 use anyhow::Result;
 use ood_core::DetectorSpec;
 
-/// Prints every detector grouped by family (logits, features, vision-language): its parameters
-/// with defaults, its search grid size, what it reads, and where it comes from.
+/// Prints every detector grouped by family (logits, features, network, vision-language): its
+/// parameters with defaults, its search grid size, what it reads, and where it comes from.
 pub fn run() -> Result<()> {
     let all = DetectorSpec::all_defaults();
-    for family in ["logits", "features", "vision-language"] {
+    for family in ["logits", "features", "network", "vision-language"] {
         outln!("{family}:")?;
         for d in all.iter().filter(|d| d.family() == family) {
             let params: Vec<String> = d.params().iter().map(|(k, v)| format!("{k}={v}")).collect();

@@ -17,6 +17,7 @@ pub mod energy;
 pub mod fdbd;
 pub mod r#gen;
 pub mod grad_norm;
+pub mod iodin;
 pub mod klm;
 pub mod knn;
 pub mod mahalanobis;
@@ -28,6 +29,7 @@ pub mod neco;
 pub mod needs;
 pub mod neg_label;
 pub mod nn_guide;
+pub mod odin;
 pub mod react;
 pub mod residual;
 pub mod rmds;
@@ -43,6 +45,7 @@ pub use energy::Energy;
 pub use fdbd::Fdbd;
 pub use r#gen::Gen;
 pub use grad_norm::GradNorm;
+pub use iodin::Iodin;
 pub use klm::Klm;
 pub use knn::Knn;
 pub use mahalanobis::Mahalanobis;
@@ -54,6 +57,7 @@ pub use neco::Neco;
 pub use needs::Needs;
 pub use neg_label::NegLabel;
 pub use nn_guide::NnGuide;
+pub use odin::Odin;
 pub use react::ReAct;
 pub use residual::Residual;
 pub use rmds::Rmds;
@@ -185,6 +189,8 @@ registry! {
     Vra(Vra),
     Nci(Nci),
     Neco(Neco),
+    Odin(Odin),
+    Iodin(Iodin),
 }
 
 impl DetectorSpec {

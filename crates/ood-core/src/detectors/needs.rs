@@ -4,6 +4,7 @@
 //! it needs here.
 
 use super::DetectorSpec;
+use crate::probes::Probe;
 use serde::{Deserialize, Serialize};
 
 /// The inputs a detector reads (fit and score alike, except `labels`, which only fitting reads).
@@ -19,6 +20,8 @@ pub struct Needs {
     pub labels: bool,
     /// Negative-label embeddings (`neg_label`'s `negatives`).
     pub negatives: bool,
+    /// Probe tensors the network computes at extraction ([`DetectorSpec::probes`]).
+    pub network: bool,
 }
 
 impl Needs {
@@ -29,11 +32,12 @@ impl Needs {
             head,
             labels,
             negatives: false,
+            network: false,
         }
     }
 
     /// The names of the needed inputs, in a fixed order (`features`, `logits`, `head`, `labels`,
-    /// `negatives`).
+    /// `negatives`, `network`).
     pub fn names(&self) -> Vec<&'static str> {
         [
             (self.features, "features"),
@@ -41,6 +45,7 @@ impl Needs {
             (self.head, "head"),
             (self.labels, "labels"),
             (self.negatives, "negatives"),
+            (self.network, "network"),
         ]
         .into_iter()
         .filter_map(|(on, n)| on.then_some(n))
@@ -70,6 +75,37 @@ impl DetectorSpec {
                 negatives: true,
                 ..Needs::new(true, false, true, false)
             },
+            Odin(_) | Iodin(_) => Needs {
+                network: true,
+                ..Needs::new(false, false, false, false)
+            },
+        }
+    }
+
+    /// The probes of `specs` without repeats, in first-seen order; with `sweep`, also those of
+    /// their search grids (what the validation sets of a parameter search need).
+    pub fn probes_of(specs: &[DetectorSpec], sweep: bool) -> Vec<Probe> {
+        let mut out: Vec<Probe> = Vec::new();
+        for s in specs {
+            let grid = if sweep { s.sweep() } else { Vec::new() };
+            for p in std::iter::once(s).chain(&grid).flat_map(|d| d.probes()) {
+                if !out.contains(&p) {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
+    /// The network computations this detector scores ([`crate::probes`]): extraction must store
+    /// them in the feature files of the sets it scores (empty for detectors that read only
+    /// features, logits, the head, labels or negatives). None is needed in the fit data.
+    pub fn probes(&self) -> Vec<Probe> {
+        use DetectorSpec::*;
+        match self {
+            Odin(d) => vec![d.probe()],
+            Iodin(d) => vec![d.probe()],
+            _ => Vec::new(),
         }
     }
 }
@@ -77,11 +113,13 @@ impl DetectorSpec {
 impl DetectorSpec {
     /// The detector's family, for listings: `logits` (the classifier's outputs only), `features`
     /// (penultimate features, with the head or labels where needed) or `vision-language` (CLIP
-    /// image embeddings scored against label text embeddings). Detectors that need the network at
-    /// score time will form a fourth family.
+    /// image embeddings scored against label text embeddings) or `network` (numbers the network
+    /// computes at extraction, [`DetectorSpec::probes`]).
     pub fn family(&self) -> &'static str {
         let n = self.needs();
-        if n.negatives || matches!(self, DetectorSpec::Mcm(_)) {
+        if n.network {
+            "network"
+        } else if n.negatives || matches!(self, DetectorSpec::Mcm(_)) {
             "vision-language"
         } else if !n.features {
             "logits"
@@ -99,7 +137,8 @@ mod tests {
     fn every_detector_reads_something_and_names_are_ordered() {
         for d in DetectorSpec::all_defaults() {
             let n = d.needs();
-            assert!(n.features || n.logits, "{}", d.name());
+            assert!(n.features || n.logits || n.network, "{}", d.name());
+            assert_eq!(n.network, !d.probes().is_empty(), "{}", d.name());
         }
         let n = DetectorSpec::from_name("neg_label", &[]).unwrap().needs();
         assert_eq!(n.names(), vec!["features", "head", "negatives"]);

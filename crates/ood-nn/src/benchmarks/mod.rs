@@ -446,17 +446,26 @@ pub enum Event<'a> {
     Warning(&'a str),
 }
 
-/// Extracts every set a run needs (all but `csid` unless `full_spectrum`) with `net` into the
-/// content-addressed cache ([`crate::network::extract_cached`]), for a benchmark whose files
-/// [`check_files`] found. `weights_sha256` identifies the network's weights in the
-/// cache key.
+/// How [`extract`] extracts.
+pub struct ExtractPlan<'a> {
+    /// Images per forward pass.
+    pub batch_size: usize,
+    /// Also extract the covariate-shifted ID (`csid`) sets.
+    pub full_spectrum: bool,
+    /// The network computations ([`ood_core::probes`]) each role's sets need (e.g. the
+    /// detectors' probes for the scored sets, their search grids' for the val pair).
+    pub probes: &'a dyn Fn(Role) -> Vec<ood_core::probes::Probe>,
+}
+
+/// Extracts every set a run needs (all but `csid` unless `plan.full_spectrum`) with `net` into
+/// the content-addressed cache ([`crate::network::extract_cached`]), for a benchmark whose files
+/// [`check_files`] found. `weights_sha256` identifies the network's weights in the cache key.
 pub fn extract(
     checked: &Checked<'_>,
     net: &dyn crate::network::Network,
     weights_sha256: &str,
     cache: &Path,
-    batch_size: usize,
-    full_spectrum: bool,
+    plan: &ExtractPlan<'_>,
     progress: &mut dyn FnMut(Event<'_>),
 ) -> Result<Vec<ExtractedSet>> {
     let (bench, root, counts) = (checked.bench, &checked.root, &checked.counts);
@@ -468,15 +477,16 @@ pub fn extract(
     let spec = net.input_spec();
     let mut out = Vec::new();
     for (s, &listed) in bench.sets.iter().zip(counts) {
-        if s.role == Role::Csid && !full_spectrum {
+        if s.role == Role::Csid && !plan.full_spectrum {
             continue;
         }
         let data = s.data_spec(root)?;
         let opts = crate::network::ExtractOptions {
-            batch_size,
+            batch_size: plan.batch_size,
             preprocess: s.preprocess(&spec, &data),
             on_error: crate::data::OnError::Fail,
             precision: Default::default(),
+            probes: (plan.probes)(s.role),
         };
         progress(Event::Start(s));
         let ex =
@@ -590,6 +600,13 @@ fn join_features(parts: &[PathBuf], cache: &Path) -> Result<PathBuf> {
         .collect::<Option<Vec<_>>>()
         .map(|v| v.concat());
     let mut joined = ood_core::Features::new(emb, logits, labels)?;
+    // Probe tensors that every part holds are joined too.
+    for name in fs[0].probes.keys() {
+        if fs.iter().all(|f| f.probes.contains_key(name)) {
+            let t = cat(&|f| f.probes[name].view())?;
+            joined.probes.insert(name.clone(), t);
+        }
+    }
     joined.metadata.insert(
         "joined".into(),
         parts

@@ -195,8 +195,10 @@ def conventions() -> Dict[str, str]:
 
 def detectors() -> List[Dict[str, Any]]:
     """Every detector: ``name``, ``about``, ``params`` (defaults), ``needs`` (which of
-    ``features``, ``logits``, ``head``, ``labels``, ``negatives`` it reads), ``fits_on_val`` (OpenOOD
-    fits it on ID validation data) and ``sweep`` (its parameter-search grid).
+    ``features``, ``logits``, ``head``, ``labels``, ``negatives``, ``network`` it reads),
+    ``family`` (``logits``, ``features``, ``network``: probe tensors that ``ood extract --with``
+    computes, not available from arrays; ``vision-language``), ``fits_on_val`` (OpenOOD fits it
+    on ID validation data) and ``sweep`` (its parameter-search grid).
     ``pandas.DataFrame(oodkit.detectors())`` makes it a table."""
     return _oodkit.detectors()
 
@@ -535,10 +537,13 @@ def _detector_list(detectors: Any, negatives: Any) -> List[Detector]:
             if isinstance(d, Detector):
                 items.append(d)
             elif isinstance(d, str) and d.strip() == "all":
+                # Network detectors (odin, iodin) score probe tensors that only `ood extract
+                # --with` computes; "all" means the detectors that arrays can feed.
                 items.extend(
                     Detector(x["name"])
                     for x in _oodkit.detectors()
-                    if x["name"] != "neg_label" or negatives is not None
+                    if (x["name"] != "neg_label" or negatives is not None)
+                    and x["family"] != "network"
                 )
             elif isinstance(d, str):
                 items.extend(Detector(n.strip()) for n in d.split(",") if n.strip())

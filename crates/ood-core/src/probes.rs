@@ -1,0 +1,106 @@
+//! Probes: numbers a network computes for a detector besides the penultimate features and the
+//! logits (ODIN's perturbed logits, ...). House rule 1: detectors see numbers, not networks.
+//! The network side (`ood-nn`) computes each requested probe during extraction and stores it in
+//! the feature file as an `(n, k)` f32 tensor named [`Probe::tensor_name`]; the detector that
+//! asked for it ([`crate::DetectorSpec::probes`]) reads it from [`crate::Features::probe`].
+//!
+//! A probe is data, keyed by its parameters: ODIN at `T = 1000, ε = 0.0014` and at
+//! `T = 1, ε = 0.0028` are two probes, two tensors, two cache keys.
+
+use serde::{Deserialize, Serialize};
+
+/// The prefix of probe tensor names in feature files.
+pub const TENSOR_PREFIX: &str = "probe:";
+
+/// One network computation a detector needs at score time.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Probe {
+    /// ODIN's input perturbation (Liang et al., ICLR 2018; OpenOOD `odin_postprocessor.py`):
+    /// the logits `f(x̃)` of `x̃ = x − ε · sign(∇ₓ CE(f(x)/T, ŷ)) / σ`, `ŷ = argmax f(x)`, where
+    /// `x` is the normalised input, `σ` the per-channel std of its normalisation (so `ε` is in
+    /// units of `[0, 1]` pixel values) and a zero gradient counts as positive. `(n, c)`.
+    Odin {
+        /// Temperature `T` of the loss whose gradient gives the perturbation.
+        temperature: f64,
+        /// Step `ε` in `[0, 1]` pixel units.
+        epsilon: f64,
+    },
+    /// i-ODIN (OpenOOD `iodin_postprocessor.py`): ODIN's step applied to the one input element
+    /// (pixel and channel) with the largest `|∇ₓ|` per image, the rest unchanged. `(n, c)`.
+    Iodin {
+        /// Temperature `T` of the loss whose gradient gives the perturbation.
+        temperature: f64,
+        /// Step `ε` in `[0, 1]` pixel units.
+        epsilon: f64,
+    },
+}
+
+impl Probe {
+    /// A short stable key naming the probe and its parameters, e.g. `odin(T=1000,eps=0.0014)`
+    /// (part of tensor names and cache keys; `{}` formatting of f64 round-trips).
+    pub fn key(&self) -> String {
+        match self {
+            Probe::Odin {
+                temperature,
+                epsilon,
+            } => format!("odin(T={temperature},eps={epsilon})"),
+            Probe::Iodin {
+                temperature,
+                epsilon,
+            } => format!("iodin(T={temperature},eps={epsilon})"),
+        }
+    }
+
+    /// The name of the probe's tensor in a feature file: `probe:` + [`Probe::key`].
+    pub fn tensor_name(&self) -> String {
+        format!("{TENSOR_PREFIX}{}", self.key())
+    }
+
+    /// The method whose network computation this is (`odin`, `iodin`), for messages.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Probe::Odin { .. } => "odin",
+            Probe::Iodin { .. } => "iodin",
+        }
+    }
+}
+
+/// The cache-key suffix of a set of probes: their keys, sorted and deduplicated, joined by `+`
+/// (empty for none, so extractions without probes keep their keys).
+pub fn probes_key(probes: &[Probe]) -> String {
+    let mut keys: Vec<String> = probes.iter().map(Probe::key).collect();
+    keys.sort();
+    keys.dedup();
+    keys.join("+")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_parameters_and_sort() {
+        let a = Probe::Odin {
+            temperature: 1000.0,
+            epsilon: 0.0014,
+        };
+        let b = Probe::Iodin {
+            temperature: 1.0,
+            epsilon: 0.0028,
+        };
+        assert_eq!(a.key(), "odin(T=1000,eps=0.0014)");
+        assert_eq!(a.tensor_name(), "probe:odin(T=1000,eps=0.0014)");
+        assert_eq!(
+            probes_key(&[a, b, a]),
+            "iodin(T=1,eps=0.0028)+odin(T=1000,eps=0.0014)"
+        );
+        assert_eq!(probes_key(&[]), "");
+        let j = serde_json::to_string(&a).unwrap();
+        assert_eq!(
+            j,
+            r#"{"name":"odin","temperature":1000.0,"epsilon":0.0014}"#
+        );
+        assert_eq!(serde_json::from_str::<Probe>(&j).unwrap(), a);
+    }
+}

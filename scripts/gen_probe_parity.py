@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""PyTorch side of crates/ood-cli/tests/network_probes.rs (nothing is committed: the test runs this
+script at test time into a temporary folder).
+
+usage: gen_probe_parity.py OUT_DIR SHARED_ROOT PER_CLASS
+
+Writes into OUT_DIR:
+  images/<class>/<file>.jpg   the first PER_CLASS CIFAR-10 JPEG test images of each class;
+  <key>.npy                   for every ODIN and i-ODIN setting of OpenOOD's grid
+                              (T in 1, 10, 100, 1000; eps in 0.0014, 0.0028), the logits f(x~) of
+                              the perturbed images, (n, 10) float32, folder order (class, then
+                              file name); key as oodkit names the probe, e.g. odin(T=1000,eps=0.0014).
+
+The network is the akamaster ResNet-20 (eager PyTorch, scripts/bench_extract_torch.py's definition,
+the shared safetensors weights); images are PIL-decoded, x/255, normalised with ImageNet mean/std
+as the akamaster models expect. The perturbation is OpenOOD's code (odin_postprocessor.py,
+iodin_postprocessor.py) re-typed: nn.CrossEntropyLoss() (mean) on output / T against the argmax,
+sign of the input gradient with zero as +1, divided by the normalisation std, data - eps * step;
+i-ODIN masks the step to the element of largest |gradient| per image.
+"""
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn as nn
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_extract_torch import ResNet, read_safetensors  # noqa: E402
+from gen_torchscript_parity import copy_images  # noqa: E402
+
+MEAN = [0.485, 0.456, 0.406]
+STD = [0.229, 0.224, 0.225]
+
+
+class Logits(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x)[1]
+
+
+def perturbed(net, data, temperature, noise, one_element):
+    data = data.clone().requires_grad_(True)
+    output = net(data)
+    labels = output.detach().argmax(axis=1)
+    loss = nn.CrossEntropyLoss()(output / temperature, labels)
+    loss.backward()
+    grad = data.grad.detach()
+    gradient = (torch.ge(grad, 0).float() - 0.5) * 2
+    for c in range(3):
+        gradient[:, c] = gradient[:, c] / STD[c]
+    if one_element:
+        b = grad.shape[0]
+        idx = torch.argmax(grad.abs().view(b, -1), dim=1, keepdim=True)
+        mask = torch.zeros_like(grad.view(b, -1), dtype=torch.uint8)
+        mask.scatter_(1, idx, 1)
+        gradient = gradient * mask.view_as(grad)
+    with torch.no_grad():
+        return net(torch.add(data.detach(), gradient, alpha=-noise))
+
+
+def main():
+    out, shared, per_class = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    torch.set_num_threads(2)
+    tar = os.path.join(shared, "data/cifar10-jpeg/cifar10_test_jpeg.tar.gz")
+    paths = copy_images(tar, os.path.join(out, "images"), per_class)
+    body = ResNet(3)
+    state = read_safetensors(
+        os.path.join(shared, "models/akamaster-resnet-cifar10/resnet20-12fca82f.safetensors"))
+    missing, unexpected = body.load_state_dict(state, strict=False)
+    assert not [k for k in missing if not k.endswith("num_batches_tracked")] and not unexpected
+    net = Logits(body).eval()
+    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(STD).view(1, 3, 1, 1)
+    x = torch.stack([
+        torch.from_numpy(np.asarray(Image.open(p).convert("RGB"), dtype=np.float32) / 255.0)
+        .permute(2, 0, 1) for p in paths])
+    x = (x - mean) / std
+    for name, one in [("odin", False), ("iodin", True)]:
+        for eps in [0.0014, 0.0028]:
+            for t in [1, 10, 100, 1000]:
+                z = perturbed(net, x, float(t), eps, one).numpy().astype(np.float32)
+                np.save(os.path.join(out, f"{name}(T={t},eps={eps}).npy"), z)
+
+
+if __name__ == "__main__":
+    main()
