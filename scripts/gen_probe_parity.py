@@ -9,7 +9,10 @@ Writes into OUT_DIR:
   <key>.npy                   for every ODIN and i-ODIN setting of OpenOOD's grid
                               (T in 1, 10, 100, 1000; eps in 0.0014, 0.0028), the logits f(x~) of
                               the perturbed images, (n, 10) float32, folder order (class, then
-                              file name); key as oodkit names the probe, e.g. odin(T=1000,eps=0.0014).
+                              file name); key as oodkit names the probe, e.g. odin(T=1000,eps=0.0014);
+  rankfeat.npy                RankFeat's fused logits (n, 10): OpenOOD's rankfeat_postprocessor.py
+                              (accelerate=False, exact SVD) with layer3 as "block 4" and layer2 as
+                              "block 3" of the 3-stage CIFAR ResNet.
 
 The network is the akamaster ResNet-20 (eager PyTorch, scripts/bench_extract_torch.py's definition,
 the shared safetensors weights); images are PIL-decoded, x/255, normalised with ImageNet mean/std
@@ -24,6 +27,7 @@ import sys
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -63,6 +67,25 @@ def perturbed(net, data, temperature, noise, one_element):
         return net(torch.add(data.detach(), gradient, alpha=-noise))
 
 
+def without_rank1(feat):
+    b, c, h, w = feat.size()
+    feat = feat.view(b, c, h * w)
+    u, s, v = torch.linalg.svd(feat, full_matrices=False)
+    feat = feat - s[:, 0:1].unsqueeze(2) * u[:, :, 0:1].bmm(v[:, 0:1, :])
+    return feat.view(b, c, h, w)
+
+
+@torch.no_grad()
+def rankfeat(body, x):
+    out = F.relu(body.bn1(body.conv1(x)))
+    block3 = body.layer2(body.layer1(out))
+    block4 = body.layer3(block3)
+    head = lambda f: body.linear(F.avg_pool2d(f, f.size()[3]).flatten(1))  # noqa: E731
+    logits1 = head(without_rank1(block4))
+    logits2 = head(body.layer3(without_rank1(block3)))
+    return (logits1 + logits2) / 2
+
+
 def main():
     out, shared, per_class = sys.argv[1], sys.argv[2], int(sys.argv[3])
     torch.set_num_threads(2)
@@ -85,6 +108,7 @@ def main():
             for t in [1, 10, 100, 1000]:
                 z = perturbed(net, x, float(t), eps, one).numpy().astype(np.float32)
                 np.save(os.path.join(out, f"{name}(T={t},eps={eps}).npy"), z)
+    np.save(os.path.join(out, "rankfeat.npy"), rankfeat(body, x).numpy().astype(np.float32))
 
 
 if __name__ == "__main__":

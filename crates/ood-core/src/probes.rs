@@ -34,6 +34,13 @@ pub enum Probe {
         /// Step `ε` in `[0, 1]` pixel units.
         epsilon: f64,
     },
+    /// RankFeat (Song et al., NeurIPS 2022; OpenOOD `rankfeat_postprocessor.py`): the mean of two
+    /// logit vectors, each computed after removing the rank-1 component `s₁u₁v₁ᵀ` (exact SVD)
+    /// of a `(channels, h·w)` feature map: the last stage's output (then pooled and fed to the
+    /// head), and the second-to-last stage's output (then through the last stage, pooled, fed to
+    /// the head). OpenOOD's "block 4" and "block 3" of a 4-stage ResNet; the last two of the 3
+    /// stages of a CIFAR ResNet or WRN. `(n, c)`.
+    RankFeat,
 }
 
 impl Probe {
@@ -49,6 +56,7 @@ impl Probe {
                 temperature,
                 epsilon,
             } => format!("iodin(T={temperature},eps={epsilon})"),
+            Probe::RankFeat => "rankfeat".into(),
         }
     }
 
@@ -57,11 +65,13 @@ impl Probe {
         format!("{TENSOR_PREFIX}{}", self.key())
     }
 
-    /// The method whose network computation this is (`odin`, `iodin`), for messages.
+    /// The method whose network computation this is (`odin`, `iodin`, `rank_feat`), for
+    /// messages.
     pub fn method(&self) -> &'static str {
         match self {
             Probe::Odin { .. } => "odin",
             Probe::Iodin { .. } => "iodin",
+            Probe::RankFeat => "rank_feat",
         }
     }
 }

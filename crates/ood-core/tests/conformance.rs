@@ -129,7 +129,7 @@ fn probed(f: &Features, spec: &DetectorSpec) -> Features {
     let mut f = f.clone();
     for p in spec.probes() {
         let v = match p {
-            Probe::Odin { .. } | Probe::Iodin { .. } => f.logits.clone(),
+            Probe::Odin { .. } | Probe::Iodin { .. } | Probe::RankFeat => f.logits.clone(),
         };
         f.set_probe(&p, v).expect("probe rows match");
     }

@@ -88,6 +88,24 @@ pub trait Network: Send {
     fn input_spec(&self) -> InputSpec;
     /// The device the parameters live on.
     fn device(&self) -> Device;
+    /// The network as a stem, residual stages and a pooled head, for probes that work inside it
+    /// (RankFeat); `None` when the network does not expose its stages (TorchScript files, CLIP).
+    fn staged(&self) -> Option<&dyn Staged> {
+        None
+    }
+}
+
+/// A network as `stem → stage 0 → … → stage K−1 → pool → head` (the residual stages of a
+/// ResNet or the block groups of a WRN), in eval mode.
+pub trait Staged {
+    /// Number of stages `K`.
+    fn num_stages(&self) -> usize;
+    /// The stem's output (the input of stage 0) for normalised images.
+    fn stem(&self, x: &Tensor) -> Tensor;
+    /// Stage `i` on its input feature map.
+    fn stage(&self, i: usize, x: &Tensor) -> Tensor;
+    /// The logits of the last stage's output (what pooling and the head make of it).
+    fn head_logits(&self, out: &Tensor) -> Tensor;
 }
 
 /// Model names [`load_network`] knows (the registry's, [`crate::models::KNOWN_MODELS`]).

@@ -9,7 +9,7 @@ use super::DetectorParams;
 use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores, logsumexp};
 use crate::error::{Error, Result};
 use crate::features::{Features, FitData, Head};
-use ndarray::Array1;
+use ndarray::{Array1, ArrayView2};
 use serde::{Deserialize, Serialize};
 
 /// Negative free energy with temperature.
@@ -51,18 +51,20 @@ impl Detector for Energy {
 impl Scorer for EnergyScorer {
     fn score(&self, x: &Features) -> Result<Array1<f32>> {
         check_input(x, &self.head)?;
-        let t = self.temperature;
-        let s = x
-            .logits
-            .rows()
-            .into_iter()
-            .map(|r| {
-                let scaled: Vec<f32> = r.iter().map(|&z| z / t).collect();
-                (t as f64 * logsumexp(&scaled)) as f32
-            })
-            .collect();
-        check_scores("energy", s)
+        check_scores("energy", energy_scores(x.logits.view(), self.temperature))
     }
+}
+
+/// `T · lse(z / T)` of every row of `logits` (Energy, and RankFeat on its logits).
+pub(crate) fn energy_scores(logits: ArrayView2<'_, f32>, t: f32) -> Array1<f32> {
+    logits
+        .rows()
+        .into_iter()
+        .map(|r| {
+            let scaled: Vec<f32> = r.iter().map(|&z| z / t).collect();
+            (t as f64 * logsumexp(&scaled)) as f32
+        })
+        .collect()
 }
 
 impl DetectorParams for Energy {

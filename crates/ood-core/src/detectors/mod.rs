@@ -30,6 +30,7 @@ pub mod needs;
 pub mod neg_label;
 pub mod nn_guide;
 pub mod odin;
+pub mod rank_feat;
 pub mod react;
 pub mod residual;
 pub mod rmds;
@@ -58,6 +59,7 @@ pub use needs::Needs;
 pub use neg_label::NegLabel;
 pub use nn_guide::NnGuide;
 pub use odin::Odin;
+pub use rank_feat::RankFeat;
 pub use react::ReAct;
 pub use residual::Residual;
 pub use rmds::Rmds;
@@ -191,6 +193,7 @@ registry! {
     Neco(Neco),
     Odin(Odin),
     Iodin(Iodin),
+    RankFeat(RankFeat),
 }
 
 impl DetectorSpec {

@@ -75,7 +75,7 @@ impl DetectorSpec {
                 negatives: true,
                 ..Needs::new(true, false, true, false)
             },
-            Odin(_) | Iodin(_) => Needs {
+            Odin(_) | Iodin(_) | RankFeat(_) => Needs {
                 network: true,
                 ..Needs::new(false, false, false, false)
             },
@@ -105,6 +105,7 @@ impl DetectorSpec {
         match self {
             Odin(d) => vec![d.probe()],
             Iodin(d) => vec![d.probe()],
+            RankFeat(_) => vec![Probe::RankFeat],
             _ => Vec::new(),
         }
     }

@@ -122,10 +122,30 @@ impl HeResNet {
     /// `(features (n, 64), logits (n, K))` for normalised images `(n, 3, 32, 32)`: features are
     /// the global average of the last stage.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> (Tensor, Tensor) {
-        let mut out = common::relu(self.conv_bn1.forward_t(x, train));
-        for b in &self.blocks {
+        let mut out = self.stem(x, train);
+        for i in 0..3 {
+            out = self.stage(i, &out, train);
+        }
+        self.pool_head(&out)
+    }
+
+    /// The stem (conv, BN, ReLU): the input of stage 0.
+    pub fn stem(&self, x: &Tensor, train: bool) -> Tensor {
+        common::relu(self.conv_bn1.forward_t(x, train))
+    }
+
+    /// Stage `i` of 3 (16, 32, 64 channels) on its input.
+    pub fn stage(&self, i: usize, x: &Tensor, train: bool) -> Tensor {
+        let n = self.blocks.len() / 3;
+        let mut out = x.shallow_clone();
+        for b in &self.blocks[i * n..(i + 1) * n] {
             out = b.forward_t(&out, train);
         }
+        out
+    }
+
+    /// `(features, logits)` of the last stage's output: global average, linear head.
+    pub fn pool_head(&self, out: &Tensor) -> (Tensor, Tensor) {
         let features = out.mean_dim([2i64, 3].as_slice(), false, tch::Kind::Float);
         let logits = features.apply(&self.linear);
         (features, logits)

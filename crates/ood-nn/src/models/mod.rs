@@ -287,6 +287,44 @@ impl Network for Net {
     fn device(&self) -> Device {
         self.vs.device()
     }
+    fn staged(&self) -> Option<&dyn crate::network::Staged> {
+        Some(self)
+    }
+}
+
+impl crate::network::Staged for Net {
+    fn num_stages(&self) -> usize {
+        match &self.model {
+            Model::He(_) => 3,
+            Model::ResNet32x32(m) => m.num_stages(),
+            Model::Wrn(m) => m.num_stages(),
+            Model::Torchvision(m) => m.num_stages(),
+        }
+    }
+    fn stem(&self, x: &Tensor) -> Tensor {
+        match &self.model {
+            Model::He(m) => m.stem(x, false),
+            Model::ResNet32x32(m) => m.stem(x, false),
+            Model::Wrn(m) => m.stem(x),
+            Model::Torchvision(m) => m.stem(x, false),
+        }
+    }
+    fn stage(&self, i: usize, x: &Tensor) -> Tensor {
+        match &self.model {
+            Model::He(m) => m.stage(i, x, false),
+            Model::ResNet32x32(m) => m.stage(i, x, false),
+            Model::Wrn(m) => m.stage(i, x, false),
+            Model::Torchvision(m) => m.stage(i, x, false),
+        }
+    }
+    fn head_logits(&self, out: &Tensor) -> Tensor {
+        match &self.model {
+            Model::He(m) => m.pool_head(out).1,
+            Model::ResNet32x32(m) => m.pool_head(out, false).1,
+            Model::Wrn(m) => m.pool_head(out, false).1,
+            Model::Torchvision(m) => m.pool_head(out, false).1,
+        }
+    }
 }
 
 #[cfg(test)]

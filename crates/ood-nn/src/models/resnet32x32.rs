@@ -181,12 +181,34 @@ impl ResNet32x32 {
     /// `(features (n, 512), logits (n, K))` for normalised images `(n, 3, h, w)`; `train` selects
     /// batch statistics (and updates the running ones) in the BN layers.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> (Tensor, Tensor) {
-        let mut out = common::relu(self.conv_bn1.forward_t(x, train));
-        for stage in &self.layers {
-            for block in stage {
-                out = block.forward_t(&out, train);
-            }
+        let mut out = self.stem(x, train);
+        for i in 0..self.layers.len() {
+            out = self.stage(i, &out, train);
         }
+        self.pool_head(&out, train)
+    }
+
+    /// The stem (conv, BN, ReLU): the input of stage 0.
+    pub fn stem(&self, x: &Tensor, train: bool) -> Tensor {
+        common::relu(self.conv_bn1.forward_t(x, train))
+    }
+
+    /// Number of stages (4).
+    pub fn num_stages(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Stage `i` (`layer{i+1}`) on its input.
+    pub fn stage(&self, i: usize, x: &Tensor, train: bool) -> Tensor {
+        let mut out = x.shallow_clone();
+        for block in &self.layers[i] {
+            out = block.forward_t(&out, train);
+        }
+        out
+    }
+
+    /// `(features, logits)` of the last stage's output: global average, `fc`.
+    pub fn pool_head(&self, out: &Tensor, train: bool) -> (Tensor, Tensor) {
         let features = out.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
         let logits = features.apply_t(&self.fc, train);
         (features, logits)

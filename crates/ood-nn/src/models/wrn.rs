@@ -174,12 +174,34 @@ impl WideResNet {
 
     /// `(features (n, 64k), logits (n, K))`; `train` enables dropout and BN batch statistics.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> (Tensor, Tensor) {
-        let mut out = x.apply(&self.conv1);
-        for g in &self.groups {
-            for b in g {
-                out = b.forward_t(&out, train);
-            }
+        let mut out = self.stem(x);
+        for i in 0..self.groups.len() {
+            out = self.stage(i, &out, train);
         }
+        self.pool_head(&out, train)
+    }
+
+    /// The stem (the first convolution): the input of stage 0.
+    pub fn stem(&self, x: &Tensor) -> Tensor {
+        x.apply(&self.conv1)
+    }
+
+    /// Number of stages (block groups, 3).
+    pub fn num_stages(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Stage `i` (`block{i+1}`) on its input.
+    pub fn stage(&self, i: usize, x: &Tensor, train: bool) -> Tensor {
+        let mut out = x.shallow_clone();
+        for b in &self.groups[i] {
+            out = b.forward_t(&out, train);
+        }
+        out
+    }
+
+    /// `(features, logits)` of the last stage's output: final BN and ReLU, global average, `fc`.
+    pub fn pool_head(&self, out: &Tensor, train: bool) -> (Tensor, Tensor) {
         let features = out
             .apply_t(&self.bn1, train)
             .relu()

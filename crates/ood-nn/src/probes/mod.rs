@@ -5,6 +5,7 @@
 
 pub mod iodin;
 pub mod odin;
+pub mod rank_feat;
 
 use crate::error::Result;
 use crate::network::Network;
@@ -33,6 +34,7 @@ pub fn compute(net: &dyn Network, x: &Tensor, probe: &Probe, ctx: &ProbeContext)
             temperature,
             epsilon,
         } => iodin::perturbed_logits(net, x, temperature, epsilon, ctx),
+        Probe::RankFeat => rank_feat::logits(net, x)?,
     };
     Ok(out
         .to_device(tch::Device::Cpu)
