@@ -12,7 +12,10 @@ Writes into OUT_DIR:
                               file name); key as oodkit names the probe, e.g. odin(T=1000,eps=0.0014);
   rankfeat.npy                RankFeat's fused logits (n, 10): OpenOOD's rankfeat_postprocessor.py
                               (accelerate=False, exact SVD) with layer3 as "block 4" and layer2 as
-                              "block 3" of the 3-stage CIFAR ResNet.
+                              "block 3" of the 3-stage CIFAR ResNet;
+  adascale(o=0.05).npy        AdaSCALE's perturbed penultimate features (n, 64): OpenOOD's
+                              adascale_postprocessor.py (gradient of the predicted logit, the 5% of
+                              elements with the smallest |gradient| moved by 0.5 * sign).
 
 The network is the akamaster ResNet-20 (eager PyTorch, scripts/bench_extract_torch.py's definition,
 the shared safetensors weights); images are PIL-decoded, x/255, normalised with ImageNet mean/std
@@ -86,6 +89,24 @@ def rankfeat(body, x):
     return (logits1 + logits2) / 2
 
 
+def adascale_features(body, x, o):
+    data = x.clone().requires_grad_(True)
+    feature, output = body(data)
+    labels = output.detach().argmax(dim=1)
+    score = output[torch.arange(len(labels)), labels]
+    score.backward(torch.ones_like(labels, dtype=score.dtype))
+    grad = data.grad.detach()
+    b, c, h, w = data.shape
+    n_pixels = int(c * h * w * o)
+    abs_grad = abs(grad).view(b, c * h * w)
+    _, topk_indices = torch.topk(abs_grad, n_pixels, dim=1, largest=False)
+    mask = torch.zeros_like(abs_grad, dtype=torch.uint8)
+    mask.scatter_(1, topk_indices, 1)
+    mask = mask.view(b, c, h, w)
+    with torch.no_grad():
+        return body(x + grad.sign() * mask * 0.5)[0]
+
+
 def main():
     out, shared, per_class = sys.argv[1], sys.argv[2], int(sys.argv[3])
     torch.set_num_threads(2)
@@ -109,6 +130,8 @@ def main():
                 z = perturbed(net, x, float(t), eps, one).numpy().astype(np.float32)
                 np.save(os.path.join(out, f"{name}(T={t},eps={eps}).npy"), z)
     np.save(os.path.join(out, "rankfeat.npy"), rankfeat(body, x).numpy().astype(np.float32))
+    np.save(os.path.join(out, "adascale(o=0.05).npy"),
+            adascale_features(body, x, 0.05).numpy().astype(np.float32))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,14 @@ pub enum Probe {
     /// the head). OpenOOD's "block 4" and "block 3" of a 4-stage ResNet; the last two of the 3
     /// stages of a CIFAR ResNet or WRN. `(n, c)`.
     RankFeat,
+    /// AdaSCALE (Regmi et al., 2025; OpenOOD `adascale_postprocessor.py`): the penultimate
+    /// features of `x + 0.5 · sign(∇ₓ z_ŷ) · mask`, where `z_ŷ` is the predicted class's logit and
+    /// `mask` selects the `⌊o · c·h·w⌋` elements of smallest `|∇ₓ z_ŷ|` per image (normalised
+    /// input units, as OpenOOD). `(n, d)`.
+    AdaScale {
+        /// Fraction of input elements perturbed.
+        o: f64,
+    },
 }
 
 impl Probe {
@@ -57,6 +65,7 @@ impl Probe {
                 epsilon,
             } => format!("iodin(T={temperature},eps={epsilon})"),
             Probe::RankFeat => "rankfeat".into(),
+            Probe::AdaScale { o } => format!("adascale(o={o})"),
         }
     }
 
@@ -65,13 +74,14 @@ impl Probe {
         format!("{TENSOR_PREFIX}{}", self.key())
     }
 
-    /// The method whose network computation this is (`odin`, `iodin`, `rank_feat`), for
-    /// messages.
+    /// The method whose network computation this is (`odin`, `iodin`, `rank_feat`,
+    /// `ada_scale`), for messages.
     pub fn method(&self) -> &'static str {
         match self {
             Probe::Odin { .. } => "odin",
             Probe::Iodin { .. } => "iodin",
             Probe::RankFeat => "rank_feat",
+            Probe::AdaScale { .. } => "ada_scale",
         }
     }
 }

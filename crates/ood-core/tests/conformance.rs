@@ -126,10 +126,21 @@ fn auroc(id: &[f32], ood: &[f32]) -> f64 {
 /// A stand-in for the network side: the features with every probe tensor `spec` scores, shaped
 /// as the network computes it (ODIN-style perturbed logits: the logits themselves).
 fn probed(f: &Features, spec: &DetectorSpec) -> Features {
+    with_probes(f, spec.probes())
+}
+
+/// The fit data as the network side gives it to `spec` (with [`DetectorSpec::fit_probes`]).
+fn probed_fit(f: &Features, spec: &DetectorSpec) -> Features {
+    with_probes(f, spec.fit_probes())
+}
+
+fn with_probes(f: &Features, probes: Vec<Probe>) -> Features {
     let mut f = f.clone();
-    for p in spec.probes() {
+    for p in probes {
         let v = match p {
             Probe::Odin { .. } | Probe::Iodin { .. } | Probe::RankFeat => f.logits.clone(),
+            // Perturbed features: the features moved a little, more for the far blob's rows.
+            Probe::AdaScale { .. } => f.embeddings.mapv(|v| v * 0.9),
         };
         f.set_probe(&p, v).expect("probe rows match");
     }
@@ -149,13 +160,20 @@ fn conformance_every_default_detector() {
     let dir = tempfile::tempdir().expect("temp dir");
     let train_path = dir.path().join("train.safetensors");
     b.train.save(&train_path).expect("save train features");
-    let train_file = FeatureFile::open(&train_path).expect("open train features");
+    let plain_train_file = FeatureFile::open(&train_path).expect("open train features");
     let n_id = b.id_test.len();
     let mut report = Vec::new();
     let neg = negatives();
     for spec in DetectorSpec::all_defaults() {
         let name = spec.name();
-        let scorer = fit(&spec, &(&b.train).into(), &b.head);
+        let train = probed_fit(&b.train, &spec);
+        let probed_train_file = (!spec.fit_probes().is_empty()).then(|| {
+            let p = dir.path().join(format!("train-{name}.safetensors"));
+            train.save(&p).expect("save probed train features");
+            FeatureFile::open(&p).expect("open probed train features")
+        });
+        let train_file = probed_train_file.as_ref().unwrap_or(&plain_train_file);
+        let scorer = fit(&spec, &(&train).into(), &b.head);
         let (id_test, ood_set) = (probed(&b.id_test, &spec), probed(&b.ood, &spec));
 
         // Finite, one per sample.
@@ -169,13 +187,13 @@ fn conformance_every_default_detector() {
         );
 
         // Deterministic: a second fit gives the same scores.
-        let again = fit(&spec, &(&b.train).into(), &b.head)
+        let again = fit(&spec, &(&train).into(), &b.head)
             .score(&id_test)
             .expect("score");
         assert_eq!(id, again, "{name}: two fits disagree");
 
         // Fitting from a feature file (streamed) gives the same scores as from memory.
-        let from_file = fit(&spec, &(&train_file).into(), &b.head)
+        let from_file = fit(&spec, &train_file.into(), &b.head)
             .score(&id_test)
             .expect("score");
         assert_eq!(id, from_file, "{name}: file fit differs from memory fit");
@@ -242,7 +260,7 @@ fn conformance_confident_head_does_not_saturate() {
     let mut failures = Vec::new();
     for spec in DetectorSpec::all_defaults() {
         let name = spec.name();
-        let scorer = fit(&spec, &(&train).into(), &head);
+        let scorer = fit(&spec, &(&probed_fit(&train, &spec)).into(), &head);
         let id = scorer.score(&probed(&id_test, &spec)).expect("score id");
         let far = scorer.score(&probed(&ood, &spec)).expect("score ood");
         let mut sorted = id.to_vec();

@@ -103,11 +103,16 @@ pub fn run(a: BenchArgs) -> Result<()> {
             .expect("valid template"),
     );
     // What the network computes for detectors that need it at score time: their probes on the
-    // scored sets, and their search grids' on the val pair when searching.
+    // scored sets, their search grids' on the val pair when searching, and what their fits read
+    // on the set they fit on (ID val when the benchmark has it, as OpenOOD).
     let score_probes = DetectorSpec::probes_of(&opts.detectors, false);
     let val_probes = DetectorSpec::probes_of(&opts.detectors, true);
+    let fit_probes = DetectorSpec::fit_probes_of(&opts.detectors, a.run.sweep);
+    let has_fit_val = bench.one(Role::FitVal).is_some();
     let probes = |r: Role| match r {
-        Role::Fit | Role::FitVal => Vec::new(),
+        Role::FitVal => fit_probes.clone(),
+        Role::Fit if !has_fit_val => fit_probes.clone(),
+        Role::Fit => Vec::new(),
         Role::ValId | Role::ValOod if !a.run.sweep => Vec::new(),
         Role::ValId | Role::ValOod => val_probes.clone(),
         _ => score_probes.clone(),

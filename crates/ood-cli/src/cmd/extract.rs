@@ -46,7 +46,13 @@ fn requested_probes(a: &ExtractArgs) -> Result<Vec<ood_core::probes::Probe>> {
             network.join(", ")
         );
     }
-    Ok(ood_core::DetectorSpec::probes_of(&specs, a.with_sweep))
+    let mut probes = ood_core::DetectorSpec::probes_of(&specs, a.with_sweep);
+    for p in ood_core::DetectorSpec::fit_probes_of(&specs, a.with_sweep) {
+        if !probes.contains(&p) {
+            probes.push(p);
+        }
+    }
+    Ok(probes)
 }
 
 /// Runs `ood extract`.

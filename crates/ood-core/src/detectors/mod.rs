@@ -11,6 +11,7 @@ use crate::features::{Features, FitData, Head};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod ada_scale;
 pub mod ash;
 pub mod dice;
 pub mod energy;
@@ -40,6 +41,7 @@ pub mod temp_scaling;
 pub mod vim;
 pub mod vra;
 
+pub use ada_scale::{AdaScale, AdaScaleVariant};
 pub use ash::{Ash, AshVariant};
 pub use dice::Dice;
 pub use energy::Energy;
@@ -194,6 +196,7 @@ registry! {
     Odin(Odin),
     Iodin(Iodin),
     RankFeat(RankFeat),
+    AdaScale(AdaScale),
 }
 
 impl DetectorSpec {

@@ -79,6 +79,10 @@ impl DetectorSpec {
                 network: true,
                 ..Needs::new(false, false, false, false)
             },
+            AdaScale(_) => Needs {
+                network: true,
+                ..Needs::new(true, false, true, false)
+            },
         }
     }
 
@@ -97,15 +101,41 @@ impl DetectorSpec {
         out
     }
 
+    /// The network computations this detector needs in its fit data (AdaSCALE's perturbed
+    /// features of the ID val rows); empty for most.
+    pub fn fit_probes(&self) -> Vec<Probe> {
+        match self {
+            DetectorSpec::AdaScale(d) => vec![d.probe()],
+            _ => Vec::new(),
+        }
+    }
+
+    /// [`DetectorSpec::fit_probes`] of `specs` without repeats; with `sweep`, also those of their
+    /// search grids.
+    pub fn fit_probes_of(specs: &[DetectorSpec], sweep: bool) -> Vec<Probe> {
+        let mut out: Vec<Probe> = Vec::new();
+        for s in specs {
+            let grid = if sweep { s.sweep() } else { Vec::new() };
+            for p in std::iter::once(s).chain(&grid).flat_map(|d| d.fit_probes()) {
+                if !out.contains(&p) {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
     /// The network computations this detector scores ([`crate::probes`]): extraction must store
     /// them in the feature files of the sets it scores (empty for detectors that read only
-    /// features, logits, the head, labels or negatives). None is needed in the fit data.
+    /// features, logits, the head, labels or negatives). [`DetectorSpec::fit_probes`] says what
+    /// the fit data needs.
     pub fn probes(&self) -> Vec<Probe> {
         use DetectorSpec::*;
         match self {
             Odin(d) => vec![d.probe()],
             Iodin(d) => vec![d.probe()],
             RankFeat(_) => vec![Probe::RankFeat],
+            AdaScale(d) => vec![d.probe()],
             _ => Vec::new(),
         }
     }

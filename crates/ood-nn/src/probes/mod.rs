@@ -3,6 +3,7 @@
 //! ([`crate::network::extract`]) and stored in the feature file as the probe's tensor. One file
 //! per method.
 
+pub mod ada_scale;
 pub mod iodin;
 pub mod odin;
 pub mod rank_feat;
@@ -35,6 +36,7 @@ pub fn compute(net: &dyn Network, x: &Tensor, probe: &Probe, ctx: &ProbeContext)
             epsilon,
         } => iodin::perturbed_logits(net, x, temperature, epsilon, ctx),
         Probe::RankFeat => rank_feat::logits(net, x)?,
+        Probe::AdaScale { o } => ada_scale::perturbed_features(net, x, o),
     };
     Ok(out
         .to_device(tch::Device::Cpu)
