@@ -542,6 +542,11 @@ pub struct RunOptions {
     pub train: TrainConfig,
     /// Images per forward pass when extracting.
     pub extract_batch: usize,
+    /// Network computations of the detectors that need the network at score time
+    /// ([`ood_core::probes`]), on the scored sets.
+    pub probes: Vec<ood_core::probes::Probe>,
+    /// Those the detectors' fits read, on the training set.
+    pub fit_probes: Vec<ood_core::probes::Probe>,
 }
 
 impl RunOptions {
@@ -558,6 +563,8 @@ impl RunOptions {
                 ..TrainConfig::default()
             },
             extract_batch: 500,
+            probes: Vec::new(),
+            fit_probes: Vec::new(),
         }
     }
 }
@@ -633,6 +640,7 @@ fn extract_set(
     set: &ImageSet,
     norm: ([f32; 3], [f32; 3]),
     batch: usize,
+    probes: &[ood_core::probes::Probe],
     progress: &mut dyn FnMut(&Event<'_>),
 ) -> Result<Features> {
     let side = set.side as u32;
@@ -655,7 +663,7 @@ fn extract_set(
         preprocess: crate::data::Preprocess::normalize_only(norm.0, norm.1),
         on_error: crate::data::OnError::Fail,
         precision: Default::default(),
-        probes: Vec::new(),
+        probes: probes.to_vec(),
     };
     let ex = crate::network::extract(net, samples, &opts, &mut |done| {
         progress(&Event::Extract {
@@ -727,17 +735,17 @@ pub fn run(
     std::fs::rename(&tmp, &weights).map_err(|e| Error::io(&weights, e))?;
     let head = dir.join("head.safetensors");
     net.head()?.save(&head)?;
-    let mut write = |set: &ImageSet| -> Result<PathBuf> {
-        let f = extract_set(&net, set, norm, opts.extract_batch, progress)?;
+    let mut write = |set: &ImageSet, probes: &[ood_core::probes::Probe]| -> Result<PathBuf> {
+        let f = extract_set(&net, set, norm, opts.extract_batch, probes, progress)?;
         let p = dir.join(format!("{}.safetensors", set.name));
         f.save(&p)?;
         Ok(p)
     };
-    let fit = write(&data.train)?;
-    let id_test = write(&data.test)?;
+    let fit = write(&data.train, &opts.fit_probes)?;
+    let id_test = write(&data.test, &opts.probes)?;
     let mut ood = Vec::new();
     for s in &data.ood {
-        ood.push((s.name.clone(), s.group, write(s)?));
+        ood.push((s.name.clone(), s.group, write(s, &opts.probes)?));
     }
     Ok(DemoOutput {
         fit,

@@ -138,6 +138,9 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let result = (|| -> Result<()> {
         let mut opts = RunOptions::new(a.epochs, a.seed);
         opts.depth = a.depth;
+        // The network detectors' probes are computed as `ood bench` does (the user's path).
+        opts.probes = ood_core::DetectorSpec::probes_of(&detectors, false);
+        opts.fit_probes = ood_core::DetectorSpec::fit_probes_of(&detectors, false);
         let steps_per_epoch = data.train.len().div_ceil(opts.train.batch_size);
         let bar = ProgressBar::new((steps_per_epoch * a.epochs) as u64);
         bar.set_style(
