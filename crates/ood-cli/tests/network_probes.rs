@@ -108,6 +108,65 @@ fn odin_iodin_and_rank_feat_probes_match_pytorch_on_resnet20() {
             );
         }
     }
+    // A TorchScript export of the same network (scripts/export_torchscript.py) runs the same
+    // PyTorch kernels as the reference: ODIN, i-ODIN and AdaSCALE through its forward and
+    // autograd match it to 1e-4 on every image; RankFeat needs the registry's stages.
+    let ts = dir.join("r20.pt");
+    let o = Command::new(&python)
+        .arg(ws().join("scripts/export_torchscript.py"))
+        .args([
+            "akamaster",
+            "resnet20",
+            "--out",
+            s(&ts),
+            "--weights",
+            s(&weights),
+        ])
+        .output()
+        .expect("python runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ts_model = format!("torchscript:{}", s(&ts));
+    let ts_out = dir.join("ts.safetensors");
+    ok(ood(&[
+        "extract",
+        "--model",
+        &ts_model,
+        "--data",
+        &data,
+        "--out",
+        s(&ts_out),
+        "--with",
+        "odin,iodin,ada_scale",
+    ]));
+    let t = ood_core::Features::load(&ts_out).unwrap();
+    assert_eq!(t.probes.len(), 3);
+    for (name, got) in &t.probes {
+        let key = name.strip_prefix("probe:").unwrap();
+        let want = ood_nn::data::npy::read_npy(dir.join(format!("{key}.npy")))
+            .unwrap()
+            .to_f32();
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst <= 1e-4, "TorchScript {key}: {worst}");
+    }
+    assert_fails(
+        &ood(&[
+            "extract",
+            "--model",
+            &ts_model,
+            "--data",
+            &data,
+            "--out",
+            s(&dir.join("ts_rank.safetensors")),
+            "--with",
+            "rank_feat",
+        ]),
+        &["rank_feat", "stages"],
+    );
+
     // The plain outputs are those of an extraction without probes.
     let plain = dir.join("plain.safetensors");
     let mut args = base.to_vec();
