@@ -29,6 +29,7 @@ pub mod needs;
 pub mod neg_label;
 pub mod nn_guide;
 pub mod react;
+pub mod relation;
 pub mod residual;
 pub mod rmds;
 pub mod scale;
@@ -55,6 +56,7 @@ pub use needs::Needs;
 pub use neg_label::NegLabel;
 pub use nn_guide::NnGuide;
 pub use react::ReAct;
+pub use relation::Relation;
 pub use residual::Residual;
 pub use rmds::Rmds;
 pub use scale::Scale;
@@ -185,6 +187,7 @@ registry! {
     Vra(Vra),
     Nci(Nci),
     Neco(Neco),
+    Relation(Relation),
 }
 
 impl DetectorSpec {

@@ -1,0 +1,219 @@
+//! Golden parity of Relation with a NumPy re-implementation of OpenOOD's `relation`
+//! postprocessor (Neural Relation Graph's `get_relation`), on seeded random data
+//! (train 300 × 16 with 5 classes, test 40). Fixture and generator:
+//! `tests/data/posthoc_reference_d.{json,py}`. Tolerance: `|a − b| ≤ 1e-4 · max(|b|, 1)`
+//! (relative, with the score scale as the floor for values that cancel to near zero).
+
+use ndarray::{Array1, Array2};
+use ood_core::{DetectorSpec, FeatureFile, Features, FitData, Head};
+use serde_json::Value;
+
+const NAMES: [&str; 1] = ["relation"];
+
+fn matrix(v: &Value) -> Array2<f32> {
+    let rows: Vec<Vec<f32>> = serde_json::from_value(v.clone()).expect("matrix");
+    let (n, d) = (rows.len(), rows[0].len());
+    Array2::from_shape_vec((n, d), rows.into_iter().flatten().collect()).expect("rectangular")
+}
+
+fn fixture() -> (Features, Features, Head, Vec<(DetectorSpec, Vec<f64>)>) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/posthoc_reference_d.json"
+    );
+    let j: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).unwrap();
+    let head = Head::new(
+        matrix(&j["head"]["weight"]),
+        Array1::from(serde_json::from_value::<Vec<f32>>(j["head"]["bias"].clone()).unwrap()),
+    )
+    .unwrap();
+    let labels: Vec<i64> = serde_json::from_value(j["train"]["labels"].clone()).unwrap();
+    let train = Features::new(
+        matrix(&j["train"]["features"]),
+        matrix(&j["train"]["logits"]),
+        Some(labels),
+    )
+    .unwrap();
+    let test = Features::new(
+        matrix(&j["test"]["features"]),
+        matrix(&j["test"]["logits"]),
+        None,
+    )
+    .unwrap();
+    let cases = j["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                serde_json::from_value::<DetectorSpec>(c["spec"].clone()).expect("spec parses"),
+                serde_json::from_value::<Vec<f64>>(c["scores"].clone()).unwrap(),
+            )
+        })
+        .collect();
+    (train, test, head, cases)
+}
+
+fn check(spec: &DetectorSpec, data: &FitData<'_>, head: &Head, test: &Features, want: &[f64]) {
+    let s = spec
+        .as_detector()
+        .fit(data, head)
+        .unwrap_or_else(|e| panic!("{spec:?}: fit failed: {e}"))
+        .score(test)
+        .unwrap();
+    assert_eq!(s.len(), want.len());
+    let worst = s
+        .iter()
+        .zip(want)
+        .map(|(&a, &b)| (a as f64 - b).abs() / b.abs().max(1.0))
+        .fold(0.0f64, f64::max);
+    eprintln!("{spec:?}: worst scaled error {worst:.2e}");
+    for (i, (&a, &b)) in s.iter().zip(want).enumerate() {
+        assert!(
+            (a as f64 - b).abs() <= 1e-4 * b.abs().max(1.0),
+            "{spec:?} row {i}: oodkit {a} vs reference {b}"
+        );
+    }
+}
+
+#[test]
+fn posthoc_d_detectors_match_reference_in_memory() {
+    let (train, test, head, cases) = fixture();
+    for n in NAMES {
+        let of_n: Vec<&DetectorSpec> = cases
+            .iter()
+            .map(|(s, _)| s)
+            .filter(|s| s.name() == n)
+            .collect();
+        assert!(of_n.len() >= 2, "fixture lacks {n} cases");
+        let default = DetectorSpec::from_name(n, &[]).unwrap();
+        assert!(of_n.contains(&&default), "fixture lacks the {n} default");
+        assert!(
+            of_n.iter().any(|s| **s != default),
+            "fixture lacks a non-default {n} case"
+        );
+    }
+    for (spec, want) in &cases {
+        check(spec, &(&train).into(), &head, &test, want);
+    }
+}
+
+#[test]
+fn posthoc_d_detectors_match_reference_streamed_from_file() {
+    // The same fits, reading the training features from a feature file.
+    let (train, test, head, cases) = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("train.safetensors");
+    train.save(&p).unwrap();
+    let file = FeatureFile::open(&p).unwrap();
+    for (spec, want) in &cases {
+        check(spec, &(&file).into(), &head, &test, want);
+    }
+}
+
+#[test]
+fn posthoc_d_defaults_work_on_small_data_and_reject_bad_input() {
+    // 60 rows, d = 16: every default and sweep candidate fits and scores finitely; empty or
+    // mis-shaped input errs.
+    let (train, test, head, _) = fixture();
+    let small = train.slice(0, 60);
+    for name in NAMES {
+        let spec = DetectorSpec::from_name(name, &[]).unwrap();
+        for cand in std::iter::once(spec.clone()).chain(spec.sweep()) {
+            let s = cand
+                .as_detector()
+                .fit(&(&small).into(), &head)
+                .unwrap()
+                .score(&test)
+                .unwrap();
+            assert!(s.iter().all(|v| v.is_finite()), "{cand:?}");
+        }
+        let sc = spec.as_detector().fit(&(&small).into(), &head).unwrap();
+        assert!(sc.score(&test.slice(0, 0)).is_err(), "{name}: empty input");
+        let other = Head::new(Array2::zeros((5, 15)), Array1::zeros(5)).unwrap();
+        let wrong = Features::with_head(Array2::zeros((2, 15)), &other, None).unwrap();
+        assert!(sc.score(&wrong).is_err(), "{name}: wrong d");
+        assert!(
+            spec.as_detector()
+                .fit(&(&train.slice(0, 0)).into(), &head)
+                .is_err(),
+            "{name}: empty fit"
+        );
+    }
+}
+
+#[test]
+fn posthoc_d_bad_parameters_are_clear_errors() {
+    let (train, _, head, _) = fixture();
+    let fit = |name: &str, params: &[(&str, &str)]| {
+        let p: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        DetectorSpec::from_name(name, &p)
+            .unwrap()
+            .as_detector()
+            .fit(&(&train).into(), &head)
+            .err()
+            .unwrap_or_else(|| panic!("{name} {params:?} fitted"))
+            .to_string()
+    };
+    let e = fit("relation", &[("pow", "-1")]);
+    assert!(
+        e.contains("relation pow must be finite and >= 0, got -1"),
+        "{e}"
+    );
+    let e = fit("relation", &[("threshold", "-0.5")]);
+    assert!(
+        e.contains("relation threshold must be finite and >= 0, got -0.5"),
+        "{e}"
+    );
+    for (name, k, v) in [("relation", "pow", "big"), ("relation", "k", "1")] {
+        assert!(DetectorSpec::from_name(name, &[(k.into(), v.into())]).is_err());
+    }
+}
+
+#[test]
+fn posthoc_d_sweeps_needs_and_fit_sets() {
+    let grid = |name: &str| {
+        DetectorSpec::from_name(name, &[])
+            .unwrap()
+            .sweep()
+            .iter()
+            .map(|s| serde_json::Value::Object(s.params()))
+            .collect::<Vec<_>>()
+    };
+    // relation.yml: pow_list [1, 2, 4, 6, 8].
+    let pows: Vec<f64> = grid("relation")
+        .iter()
+        .map(|v| v["pow"].as_f64().unwrap())
+        .collect();
+    assert_eq!(pows, vec![1.0, 2.0, 4.0, 6.0, 8.0]);
+    let on_val = |n: &str| DetectorSpec::from_name(n, &[]).unwrap().fits_on_val();
+    assert!(!on_val("relation"));
+    let needs =
+        |n: &str, p: &[(String, String)]| DetectorSpec::from_name(n, p).unwrap().needs().names();
+    assert_eq!(needs("relation", &[]), vec!["features", "logits"]);
+    for n in NAMES {
+        assert_eq!(
+            DetectorSpec::from_name(n, &[]).unwrap().family(),
+            "features"
+        );
+    }
+}
+
+#[test]
+fn posthoc_d_relation_grid_scores_equal_per_candidate_fits() {
+    // The one-pass pow grid gives what fitting each candidate gives.
+    let (train, test, head, _) = fixture();
+    let grid = DetectorSpec::from_name("relation", &[]).unwrap().sweep();
+    let (val_id, val_ood) = (test.slice(0, 20), test.slice(20, 40));
+    let fast = DetectorSpec::grid_val_scores(&grid, &(&train).into(), &head, &val_id, &val_ood)
+        .expect("relation has a grid fast path");
+    for (spec, got) in grid.iter().zip(fast) {
+        let (id, ood) = got.unwrap();
+        let sc = spec.as_detector().fit(&(&train).into(), &head).unwrap();
+        assert_eq!(id, sc.score(&val_id).unwrap(), "{spec:?}");
+        assert_eq!(ood, sc.score(&val_ood).unwrap(), "{spec:?}");
+    }
+}
