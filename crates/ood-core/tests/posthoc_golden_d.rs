@@ -1,5 +1,7 @@
-//! Golden parity of Relation with a NumPy re-implementation of OpenOOD's `relation`
-//! postprocessor (Neural Relation Graph's `get_relation`), on seeded random data
+//! Golden parity of Relation and SSD with NumPy re-implementations of OpenOOD's `relation`
+//! postprocessor (Neural Relation Graph's `get_relation`) and of the SSD authors' `eval_ssd.py` /
+//! `utils.py` (normalise, standardise, per-cluster `np.linalg.pinv(np.cov(bias=True))`; the
+//! k-means partition re-implemented and checked against scikit-learn's), on seeded random data
 //! (train 300 × 16 with 5 classes, test 40). Fixture and generator:
 //! `tests/data/posthoc_reference_d.{json,py}`. Tolerance: `|a − b| ≤ 1e-4 · max(|b|, 1)`
 //! (relative, with the score scale as the floor for values that cancel to near zero).
@@ -8,7 +10,7 @@ use ndarray::{Array1, Array2};
 use ood_core::{DetectorSpec, FeatureFile, Features, FitData, Head};
 use serde_json::Value;
 
-const NAMES: [&str; 1] = ["relation"];
+const NAMES: [&str; 2] = ["relation", "ssd"];
 
 fn matrix(v: &Value) -> Array2<f32> {
     let rows: Vec<Vec<f32>> = serde_json::from_value(v.clone()).expect("matrix");
@@ -114,12 +116,17 @@ fn posthoc_d_detectors_match_reference_streamed_from_file() {
 #[test]
 fn posthoc_d_defaults_work_on_small_data_and_reject_bad_input() {
     // 60 rows, d = 16: every default and sweep candidate fits and scores finitely; empty or
-    // mis-shaped input errs.
+    // mis-shaped input errs. (SSD with 5 clusters, k-means on 60 rows, too.)
     let (train, test, head, _) = fixture();
     let small = train.slice(0, 60);
     for name in NAMES {
         let spec = DetectorSpec::from_name(name, &[]).unwrap();
-        for cand in std::iter::once(spec.clone()).chain(spec.sweep()) {
+        let extra = (name == "ssd")
+            .then(|| DetectorSpec::from_name(name, &[("clusters".into(), "5".into())]).unwrap());
+        for cand in std::iter::once(spec.clone())
+            .chain(spec.sweep())
+            .chain(extra)
+        {
             let s = cand
                 .as_detector()
                 .fit(&(&small).into(), &head)
@@ -168,7 +175,32 @@ fn posthoc_d_bad_parameters_are_clear_errors() {
         e.contains("relation threshold must be finite and >= 0, got -0.5"),
         "{e}"
     );
-    for (name, k, v) in [("relation", "pow", "big"), ("relation", "k", "1")] {
+    let e = fit("ssd", &[("clusters", "0")]);
+    assert!(e.contains("ssd clusters and max_iter must be >= 1"), "{e}");
+    let e = fit("ssd", &[("clusters", "301")]);
+    assert!(e.contains("ssd k-means (301 clusters)"), "{e}");
+    // Labels are needed (and only read) with labels = true.
+    let unlabelled = Features::new(train.embeddings.clone(), train.logits.clone(), None).unwrap();
+    let spec = DetectorSpec::from_name("ssd", &[("labels".into(), "true".into())]).unwrap();
+    let e = spec
+        .as_detector()
+        .fit(&(&unlabelled).into(), &head)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("ssd"), "{e}");
+    assert!(
+        DetectorSpec::from_name("ssd", &[])
+            .unwrap()
+            .as_detector()
+            .fit(&(&unlabelled).into(), &head)
+            .is_ok()
+    );
+    for (name, k, v) in [
+        ("relation", "pow", "big"),
+        ("ssd", "clusters", "-3"),
+        ("ssd", "k", "1"),
+    ] {
         assert!(DetectorSpec::from_name(name, &[(k.into(), v.into())]).is_err());
     }
 }
@@ -189,11 +221,18 @@ fn posthoc_d_sweeps_needs_and_fit_sets() {
         .map(|v| v["pow"].as_f64().unwrap())
         .collect();
     assert_eq!(pows, vec![1.0, 2.0, 4.0, 6.0, 8.0]);
+    // ssd.yml sweeps only an unused noise: no grid.
+    assert!(grid("ssd").is_empty());
     let on_val = |n: &str| DetectorSpec::from_name(n, &[]).unwrap().fits_on_val();
-    assert!(!on_val("relation"));
+    assert!(!on_val("relation") && !on_val("ssd"));
     let needs =
         |n: &str, p: &[(String, String)]| DetectorSpec::from_name(n, p).unwrap().needs().names();
     assert_eq!(needs("relation", &[]), vec!["features", "logits"]);
+    assert_eq!(needs("ssd", &[]), vec!["features"]);
+    assert_eq!(
+        needs("ssd", &[("labels".into(), "true".into())]),
+        vec!["features", "labels"]
+    );
     for n in NAMES {
         assert_eq!(
             DetectorSpec::from_name(n, &[]).unwrap().family(),

@@ -34,6 +34,7 @@ pub mod residual;
 pub mod rmds;
 pub mod scale;
 pub mod she;
+pub mod ssd;
 pub mod temp_scaling;
 pub mod vim;
 pub mod vra;
@@ -61,6 +62,7 @@ pub use residual::Residual;
 pub use rmds::Rmds;
 pub use scale::Scale;
 pub use she::{She, SheMetric};
+pub use ssd::Ssd;
 pub use temp_scaling::TempScaling;
 pub use vim::Vim;
 pub use vra::Vra;
@@ -188,6 +190,7 @@ registry! {
     Nci(Nci),
     Neco(Neco),
     Relation(Relation),
+    Ssd(Ssd),
 }
 
 impl DetectorSpec {

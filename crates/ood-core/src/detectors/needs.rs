@@ -62,6 +62,7 @@ impl DetectorSpec {
             }
             Fdbd(_) | Vim(_) | Nci(_) => Needs::new(true, true, true, false),
             Neco(n) => Needs::new(true, n.max_logit, false, false),
+            Ssd(s) => Needs::new(true, false, false, s.labels),
             She(_) => Needs::new(true, true, false, true),
             TempScaling(_) => Needs::new(false, true, false, true),
             Knn(_) => Needs::new(true, false, false, false),

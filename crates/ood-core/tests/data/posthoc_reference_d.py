@@ -1,11 +1,12 @@
-"""Reference scores for Relation (det-d), on seeded random data.
+"""Reference scores for Relation and SSD (det-d), on seeded random data.
 
 Run from the repository root (writes posthoc_reference_d.json next to this file):
 
     /work/main/.venv/bin/python crates/ood-core/tests/data/posthoc_reference_d.py
 
-Everything is recomputed here with NumPy from the published formulas, following OpenOOD's
-`relation` postprocessor (Neural Relation Graph); `tests/posthoc_golden_d.rs` checks
+Everything is recomputed here with NumPy (and scikit-learn for a cross-check) from the published
+formulas, following OpenOOD's `relation` postprocessor (Neural Relation Graph) and the SSD
+authors' `eval_ssd.py` / `utils.py` (inspire-group/SSD); `tests/posthoc_golden_d.rs` checks
 oodkit against the JSON to 1e-4 relative. Inputs are rounded to 4 decimals so that the JSON holds
 them exactly as float32.
 """
@@ -15,6 +16,8 @@ import os
 
 import numpy as np
 from scipy.special import softmax
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score
 
 rng = np.random.default_rng(20261208)
 N_TRAIN, N_TEST, D, C = 300, 40, 16, 5
@@ -92,6 +95,109 @@ case({"name": "relation", "pow": 4.0}, relation(4, 0.03))
 case({"name": "relation", "pow": 2.0, "threshold": 0.15}, relation(2, 0.15))
 case({"name": "relation", "centre": False}, relation(1, 0.03, centre=False))
 case({"name": "relation", "pow": 6.0, "centre": False}, relation(6, 0.03, centre=False))
+
+
+# SSD (inspire-group/SSD eval_ssd.py get_eval_results + utils.get_scores_one_cluster /
+# eval_ssd.get_scores_multi_cluster): normalise by ||h|| + 1e-10, standardise with the train mean
+# and std (+ 1e-10), clusters (k-means, or the labels for a SupCE model), per-cluster mean and
+# np.cov(bias=True) pseudo-inverted with np.linalg.pinv; the authors return the minimum distance
+# (lower = ID); oodkit's score is its negation.
+def splitmix64(seed):
+    state = seed
+    mask = (1 << 64) - 1
+
+    def uniform():
+        nonlocal state
+        state = (state + 0x9E3779B97F4A7C15) & mask
+        z = state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        z ^= z >> 31
+        return (z >> 11) * 2.0**-53
+
+    return uniform
+
+
+def kmeans(Y, k, seed, max_iter=100):
+    # oodkit's documented deterministic k-means (k-means++ seeding from SplitMix64, then Lloyd).
+    n = len(Y)
+    u = splitmix64(seed)
+    first = min(int(u() * n), n - 1)
+    C = [Y[first].copy()]
+    d2 = ((Y - Y[first]) ** 2).sum(1)
+    for _ in range(1, k):
+        target = u() * d2.sum()
+        cum = np.cumsum(d2)
+        above = np.nonzero(cum > target)[0]
+        pick = above[0] if len(above) else np.nonzero(d2 > 0)[0][-1]
+        C.append(Y[pick].copy())
+        d2 = np.minimum(d2, ((Y - Y[pick]) ** 2).sum(1))
+    C = np.array(C)
+
+    def nearest(C):
+        return np.argmin(((Y[:, None, :] - C[None, :, :]) ** 2).sum(-1), axis=1)
+
+    assign = nearest(C)
+    for _ in range(max_iter):
+        for g in range(k):
+            if (assign == g).any():
+                C[g] = Y[assign == g].mean(0)
+        nxt = nearest(C)
+        if (nxt == assign).all():
+            break
+        assign = nxt
+    return assign
+
+
+def ssd_prepare():
+    ftrain = H / (np.linalg.norm(H, axis=-1, keepdims=True) + 1e-10)
+    ftest = T / (np.linalg.norm(T, axis=-1, keepdims=True) + 1e-10)
+    m, s = np.mean(ftrain, axis=0, keepdims=True), np.std(ftrain, axis=0, keepdims=True)
+    return (ftrain - m) / (s + 1e-10), (ftest - m) / (s + 1e-10)
+
+
+def ssd_one_cluster():
+    ftrain, ftest = ssd_prepare()
+    mu = np.mean(ftrain, axis=0, keepdims=True)
+    return -np.sum(
+        (ftest - mu) * (np.linalg.pinv(np.cov(ftrain.T, bias=True)).dot((ftest - mu).T)).T,
+        axis=-1,
+    )
+
+
+def ssd_multi_cluster(ypred):
+    ftrain, ftest = ssd_prepare()
+    xc = [ftrain[ypred == i] for i in np.unique(ypred)]
+    for x in xc:  # well-conditioned: no pseudo-inverse cutoff comes into play
+        ev = np.linalg.eigvalsh(np.cov(x.T, bias=True))
+        assert ev.min() > 1e-3 * ev.max(), ev
+    din = [
+        np.sum(
+            (ftest - np.mean(x, axis=0, keepdims=True))
+            * (
+                np.linalg.pinv(np.cov(x.T, bias=True)).dot(
+                    (ftest - np.mean(x, axis=0, keepdims=True)).T
+                )
+            ).T,
+            axis=-1,
+        )
+        for x in xc
+    ]
+    return -np.min(din, axis=0)
+
+
+case({"name": "ssd"}, ssd_one_cluster())
+std_train, _ = ssd_prepare()
+k5 = kmeans(std_train, 5, 0)
+# Independent check of the clustering: scikit-learn's k-means finds the same partition.
+sk5 = KMeans(5, n_init=10, random_state=0).fit_predict(std_train)
+assert adjusted_rand_score(k5, sk5) == 1.0, adjusted_rand_score(k5, sk5)
+assert adjusted_rand_score(k5, labels) == 1.0, adjusted_rand_score(k5, labels)
+case({"name": "ssd", "clusters": 5}, ssd_multi_cluster(k5))
+k3 = kmeans(std_train, 3, 7)
+print("k=3 cluster sizes", np.bincount(k3))
+case({"name": "ssd", "clusters": 3, "seed": 7}, ssd_multi_cluster(k3))
+case({"name": "ssd", "labels": True}, ssd_multi_cluster(labels))
 
 
 def j4(x):  # the exact 4-decimal values the float32 inputs were rounded from
