@@ -1,7 +1,8 @@
-//! Golden parity of Relation and SSD with NumPy re-implementations of OpenOOD's `relation`
-//! postprocessor (Neural Relation Graph's `get_relation`) and of the SSD authors' `eval_ssd.py` /
-//! `utils.py` (normalise, standardise, per-cluster `np.linalg.pinv(np.cov(bias=True))`; the
-//! k-means partition re-implemented and checked against scikit-learn's), on seeded random data
+//! Golden parity of Relation, SSD, CARef and CADRef with NumPy re-implementations of OpenOOD's
+//! `relation` postprocessor (Neural Relation Graph's `get_relation`), of the SSD authors'
+//! `eval_ssd.py` / `utils.py` (normalise, standardise, per-cluster
+//! `np.linalg.pinv(np.cov(bias=True))`; the k-means partition re-implemented and checked against
+//! scikit-learn's) and of the CADRef authors' `CARef.py` / `CADRef.py`, on seeded random data
 //! (train 300 × 16 with 5 classes, test 40). Fixture and generator:
 //! `tests/data/posthoc_reference_d.{json,py}`. Tolerance: `|a − b| ≤ 1e-4 · max(|b|, 1)`
 //! (relative, with the score scale as the floor for values that cancel to near zero).
@@ -10,7 +11,7 @@ use ndarray::{Array1, Array2};
 use ood_core::{DetectorSpec, FeatureFile, Features, FitData, Head};
 use serde_json::Value;
 
-const NAMES: [&str; 2] = ["relation", "ssd"];
+const NAMES: [&str; 4] = ["relation", "ssd", "caref", "cadref"];
 
 fn matrix(v: &Value) -> Array2<f32> {
     let rows: Vec<Vec<f32>> = serde_json::from_value(v.clone()).expect("matrix");
@@ -87,13 +88,15 @@ fn posthoc_d_detectors_match_reference_in_memory() {
             .map(|(s, _)| s)
             .filter(|s| s.name() == n)
             .collect();
-        assert!(of_n.len() >= 2, "fixture lacks {n} cases");
         let default = DetectorSpec::from_name(n, &[]).unwrap();
         assert!(of_n.contains(&&default), "fixture lacks the {n} default");
-        assert!(
-            of_n.iter().any(|s| **s != default),
-            "fixture lacks a non-default {n} case"
-        );
+        // CARef has no parameters: its default is its only case.
+        if !default.params().is_empty() {
+            assert!(
+                of_n.iter().any(|s| **s != default),
+                "fixture lacks a non-default {n} case"
+            );
+        }
     }
     for (spec, want) in &cases {
         check(spec, &(&train).into(), &head, &test, want);
@@ -196,7 +199,33 @@ fn posthoc_d_bad_parameters_are_clear_errors() {
             .fit(&(&unlabelled).into(), &head)
             .is_ok()
     );
+    // A class no fit row is predicted as has no mean feature.
+    let preds = train.predictions();
+    let idx: Vec<usize> = (0..train.len()).filter(|&i| preds[i] == 3).collect();
+    let one_class = train.select(&idx);
+    for n in ["caref", "cadref"] {
+        let e = DetectorSpec::from_name(n, &[])
+            .unwrap()
+            .as_detector()
+            .fit(&(&one_class).into(), &head)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains(&format!("{n} mean feature of class 0")), "{e}");
+    }
+    // CADRef needs a positive mean logit score.
+    let low = Features::new(train.embeddings.clone(), &train.logits - 100.0, None).unwrap();
+    let e = DetectorSpec::from_name("cadref", &[("logit_method".into(), "max_logit".into())])
+        .unwrap()
+        .as_detector()
+        .fit(&(&low).into(), &head)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("must be finite and > 0"), "{e}");
     for (name, k, v) in [
+        ("cadref", "logit_method", "softmax"),
+        ("caref", "k", "1"),
         ("relation", "pow", "big"),
         ("ssd", "clusters", "-3"),
         ("ssd", "k", "1"),
@@ -221,14 +250,18 @@ fn posthoc_d_sweeps_needs_and_fit_sets() {
         .map(|v| v["pow"].as_f64().unwrap())
         .collect();
     assert_eq!(pows, vec![1.0, 2.0, 4.0, 6.0, 8.0]);
-    // ssd.yml sweeps only an unused noise: no grid.
-    assert!(grid("ssd").is_empty());
+    // ssd.yml sweeps only an unused noise: no grid. CARef and CADRef are not in OpenOOD.
+    for n in ["ssd", "caref", "cadref"] {
+        assert!(grid(n).is_empty(), "{n}");
+    }
     let on_val = |n: &str| DetectorSpec::from_name(n, &[]).unwrap().fits_on_val();
-    assert!(!on_val("relation") && !on_val("ssd"));
+    assert!(NAMES.iter().all(|n| !on_val(n)));
     let needs =
         |n: &str, p: &[(String, String)]| DetectorSpec::from_name(n, p).unwrap().needs().names();
     assert_eq!(needs("relation", &[]), vec!["features", "logits"]);
     assert_eq!(needs("ssd", &[]), vec!["features"]);
+    assert_eq!(needs("caref", &[]), vec!["features", "logits"]);
+    assert_eq!(needs("cadref", &[]), vec!["features", "logits", "head"]);
     assert_eq!(
         needs("ssd", &[("labels".into(), "true".into())]),
         vec!["features", "labels"]

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub mod ash;
+pub mod cadref;
+pub mod caref;
 pub mod dice;
 pub mod energy;
 pub mod fdbd;
@@ -40,6 +42,8 @@ pub mod vim;
 pub mod vra;
 
 pub use ash::{Ash, AshVariant};
+pub use cadref::{Cadref, LogitMethod};
+pub use caref::Caref;
 pub use dice::Dice;
 pub use energy::Energy;
 pub use fdbd::Fdbd;
@@ -191,6 +195,8 @@ registry! {
     Neco(Neco),
     Relation(Relation),
     Ssd(Ssd),
+    Caref(Caref),
+    Cadref(Cadref),
 }
 
 impl DetectorSpec {

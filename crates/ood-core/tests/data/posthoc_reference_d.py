@@ -1,12 +1,13 @@
-"""Reference scores for Relation and SSD (det-d), on seeded random data.
+"""Reference scores for Relation, SSD, CARef and CADRef (det-d), on seeded random data.
 
 Run from the repository root (writes posthoc_reference_d.json next to this file):
 
     /work/main/.venv/bin/python crates/ood-core/tests/data/posthoc_reference_d.py
 
 Everything is recomputed here with NumPy (and scikit-learn for a cross-check) from the published
-formulas, following OpenOOD's `relation` postprocessor (Neural Relation Graph) and the SSD
-authors' `eval_ssd.py` / `utils.py` (inspire-group/SSD); `tests/posthoc_golden_d.rs` checks
+formulas, following OpenOOD's `relation` postprocessor (Neural Relation Graph), the SSD
+authors' `eval_ssd.py` / `utils.py` (inspire-group/SSD) and the CADRef authors'
+`ood_methods/CARef.py` / `CADRef.py` (LingAndZero/CADRef); `tests/posthoc_golden_d.rs` checks
 oodkit against the JSON to 1e-4 relative. Inputs are rounded to 4 decimals so that the JSON holds
 them exactly as float32.
 """
@@ -15,7 +16,7 @@ import json
 import os
 
 import numpy as np
-from scipy.special import softmax
+from scipy.special import logsumexp, softmax
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
@@ -198,6 +199,51 @@ k3 = kmeans(std_train, 3, 7)
 print("k=3 cluster sizes", np.bincount(k3))
 case({"name": "ssd", "clusters": 3, "seed": 7}, ssd_multi_cluster(k3))
 case({"name": "ssd", "labels": True}, ssd_multi_cluster(labels))
+
+
+# CARef / CADRef (LingAndZero/CADRef ood_methods/CARef.py, CADRef.py, utils/get_stat.py):
+# train features grouped by their *predicted* class (argmax of the logits), class means; CARef
+# = -||mu_c - h||_1 / ||h||_1; CADRef splits dist = h - mu_c by sign(w_c) into the positive and
+# negative parts, each / ||h||_1, and returns -(ep / S(z) + en / mean_train S).
+def class_means_by_prediction():
+    pred = ZH.argmax(1)
+    return np.stack([H[pred == c].mean(0) for c in range(C)])
+
+
+def caref():
+    tm = class_means_by_prediction()[ZT.argmax(1)]
+    return -np.abs(tm - T).sum(1) / np.abs(T).sum(1)
+
+
+def logit_score(z, method):
+    if method == "max_logit":
+        return z.max(1)
+    if method == "energy":
+        return logsumexp(z, axis=1)
+    p = softmax(z, axis=1)
+    if method == "msp":
+        return p.max(1)
+    # gen (the authors' gen(): M = C // 10, at least 10; gamma 0.1; 1 / scores)
+    m = max(z.shape[1] // 10, 10)
+    top = np.sort(p, axis=1)[:, -m:]
+    return 1.0 / np.sum(top**0.1 * (1 - top) ** 0.1, axis=1)
+
+
+def cadref(method):
+    W64 = W.astype(np.float64)
+    cls = ZT.argmax(1)
+    dist = T - class_means_by_prediction()[cls]
+    sg = np.sign(W64[cls])
+    ep = np.clip(dist * sg, 0, None).sum(1) / np.abs(T).sum(1)
+    en = np.clip(dist * -sg, 0, None).sum(1) / np.abs(T).sum(1)
+    global_mean = logit_score(ZH, method).mean()
+    return -(ep / logit_score(ZT, method) + en / global_mean)
+
+
+case({"name": "caref"}, caref())
+case({"name": "cadref"}, cadref("energy"))
+for method in ["max_logit", "msp", "gen"]:
+    case({"name": "cadref", "logit_method": method}, cadref(method))
 
 
 def j4(x):  # the exact 4-decimal values the float32 inputs were rounded from
