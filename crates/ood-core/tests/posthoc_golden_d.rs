@@ -2,7 +2,8 @@
 //! `relation` postprocessor (Neural Relation Graph's `get_relation`), of the SSD authors'
 //! `eval_ssd.py` / `utils.py` (normalise, standardise, per-cluster
 //! `np.linalg.pinv(np.cov(bias=True))`; the k-means partition re-implemented and checked against
-//! scikit-learn's) and of the CADRef authors' `CARef.py` / `CADRef.py`, on seeded random data
+//! scikit-learn's), of the CADRef authors' `CARef.py` / `CADRef.py` and of the LTS authors'
+//! `lts.py`, on seeded random data
 //! (train 300 × 16 with 5 classes, test 40). Fixture and generator:
 //! `tests/data/posthoc_reference_d.{json,py}`. Tolerance: `|a − b| ≤ 1e-4 · max(|b|, 1)`
 //! (relative, with the score scale as the floor for values that cancel to near zero).
@@ -11,7 +12,7 @@ use ndarray::{Array1, Array2};
 use ood_core::{DetectorSpec, FeatureFile, Features, FitData, Head};
 use serde_json::Value;
 
-const NAMES: [&str; 4] = ["relation", "ssd", "caref", "cadref"];
+const NAMES: [&str; 5] = ["relation", "ssd", "caref", "cadref", "lts"];
 
 fn matrix(v: &Value) -> Array2<f32> {
     let rows: Vec<Vec<f32>> = serde_json::from_value(v.clone()).expect("matrix");
@@ -143,10 +144,12 @@ fn posthoc_d_defaults_work_on_small_data_and_reject_bad_input() {
         let other = Head::new(Array2::zeros((5, 15)), Array1::zeros(5)).unwrap();
         let wrong = Features::with_head(Array2::zeros((2, 15)), &other, None).unwrap();
         assert!(sc.score(&wrong).is_err(), "{name}: wrong d");
-        assert!(
+        // LTS has no fit statistics (like SCALE), so it fits on no data.
+        assert_eq!(
             spec.as_detector()
                 .fit(&(&train.slice(0, 0)).into(), &head)
                 .is_err(),
+            name != "lts",
             "{name}: empty fit"
         );
     }
@@ -199,6 +202,8 @@ fn posthoc_d_bad_parameters_are_clear_errors() {
             .fit(&(&unlabelled).into(), &head)
             .is_ok()
     );
+    let e = fit("lts", &[("percentile", "100")]);
+    assert!(e.contains("lts percentile 100 keeps no activation"), "{e}");
     // A class no fit row is predicted as has no mean feature.
     let preds = train.predictions();
     let idx: Vec<usize> = (0..train.len()).filter(|&i| preds[i] == 3).collect();
@@ -225,6 +230,7 @@ fn posthoc_d_bad_parameters_are_clear_errors() {
     assert!(e.contains("must be finite and > 0"), "{e}");
     for (name, k, v) in [
         ("cadref", "logit_method", "softmax"),
+        ("lts", "percentile", "high"),
         ("caref", "k", "1"),
         ("relation", "pow", "big"),
         ("ssd", "clusters", "-3"),
@@ -251,7 +257,7 @@ fn posthoc_d_sweeps_needs_and_fit_sets() {
         .collect();
     assert_eq!(pows, vec![1.0, 2.0, 4.0, 6.0, 8.0]);
     // ssd.yml sweeps only an unused noise: no grid. CARef and CADRef are not in OpenOOD.
-    for n in ["ssd", "caref", "cadref"] {
+    for n in ["ssd", "caref", "cadref", "lts"] {
         assert!(grid(n).is_empty(), "{n}");
     }
     let on_val = |n: &str| DetectorSpec::from_name(n, &[]).unwrap().fits_on_val();
@@ -261,6 +267,7 @@ fn posthoc_d_sweeps_needs_and_fit_sets() {
     assert_eq!(needs("relation", &[]), vec!["features", "logits"]);
     assert_eq!(needs("ssd", &[]), vec!["features"]);
     assert_eq!(needs("caref", &[]), vec!["features", "logits"]);
+    assert_eq!(needs("lts", &[]), vec!["features", "logits"]);
     assert_eq!(needs("cadref", &[]), vec!["features", "logits", "head"]);
     assert_eq!(
         needs("ssd", &[("labels".into(), "true".into())]),

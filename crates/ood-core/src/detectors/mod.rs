@@ -21,6 +21,7 @@ pub mod r#gen;
 pub mod grad_norm;
 pub mod klm;
 pub mod knn;
+pub mod lts;
 pub mod mahalanobis;
 pub mod max_logit;
 pub mod mcm;
@@ -51,6 +52,7 @@ pub use r#gen::Gen;
 pub use grad_norm::GradNorm;
 pub use klm::Klm;
 pub use knn::Knn;
+pub use lts::Lts;
 pub use mahalanobis::Mahalanobis;
 pub use max_logit::MaxLogit;
 pub use mcm::Mcm;
@@ -179,6 +181,7 @@ registry! {
     React(ReAct),
     Ash(Ash),
     Scale(Scale),
+    Lts(Lts),
     Dice(Dice),
     She(She),
     Fdbd(Fdbd),

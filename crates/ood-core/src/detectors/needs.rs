@@ -56,7 +56,7 @@ impl DetectorSpec {
             Msp(_) | MaxLogit(_) | Energy(_) | Gen(_) | Klm(_) => {
                 Needs::new(false, true, false, false)
             }
-            GradNorm(_) | NnGuide(_) | Relation(_) | Caref(_) => {
+            GradNorm(_) | NnGuide(_) | Relation(_) | Caref(_) | Lts(_) => {
                 Needs::new(true, true, false, false)
             }
             React(_) | Vra(_) | Ash(_) | Scale(_) | Dice(_) | Mcm(_) | Residual(_) => {

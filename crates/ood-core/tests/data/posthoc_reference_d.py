@@ -1,4 +1,4 @@
-"""Reference scores for Relation, SSD, CARef and CADRef (det-d), on seeded random data.
+"""Reference scores for Relation, SSD, CARef, CADRef and LTS (det-d), on seeded random data.
 
 Run from the repository root (writes posthoc_reference_d.json next to this file):
 
@@ -7,7 +7,8 @@ Run from the repository root (writes posthoc_reference_d.json next to this file)
 Everything is recomputed here with NumPy (and scikit-learn for a cross-check) from the published
 formulas, following OpenOOD's `relation` postprocessor (Neural Relation Graph), the SSD
 authors' `eval_ssd.py` / `utils.py` (inspire-group/SSD) and the CADRef authors'
-`ood_methods/CARef.py` / `CADRef.py` (LingAndZero/CADRef); `tests/posthoc_golden_d.rs` checks
+`ood_methods/CARef.py` / `CADRef.py` (LingAndZero/CADRef) and the LTS authors' `lts.py`
+(andrijazz/lts); `tests/posthoc_golden_d.rs` checks
 oodkit against the JSON to 1e-4 relative. Inputs are rounded to 4 decimals so that the JSON holds
 them exactly as float32.
 """
@@ -244,6 +245,24 @@ case({"name": "caref"}, caref())
 case({"name": "cadref"}, cadref("energy"))
 for method in ["max_logit", "msp", "gen"]:
     case({"name": "cadref", "logit_method": method}, cadref(method))
+
+
+# LTS (andrijazz/lts lts.py + ood_eval.get_energy_score): x = relu(h); s1 = x.sum(1);
+# k = n - int(np.round(n * p / 100)); s2 = sum of the top-k of x; s = (s1 / s2) ** 2;
+# score = logsumexp(logits * s).
+def lts(p):
+    x = np.maximum(T, 0.0)
+    n = x.shape[1]
+    k = n - int(np.round(n * p / 100.0))
+    s1 = x.sum(1)
+    s2 = -np.sort(-x, axis=1)[:, :k].sum(1)
+    assert (s2 > 0).all()
+    return logsumexp(ZT * ((s1 / s2) ** 2)[:, None], axis=1)
+
+
+case({"name": "lts"}, lts(95))
+case({"name": "lts", "percentile": 65.0}, lts(65))
+case({"name": "lts", "percentile": 80.0}, lts(80))
 
 
 def j4(x):  # the exact 4-decimal values the float32 inputs were rounded from
