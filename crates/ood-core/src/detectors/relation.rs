@@ -362,7 +362,7 @@ impl DetectorParams for Relation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::array;
+    use ndarray::{Array2, array};
 
     #[test]
     fn relation_matches_hand_computation() {
@@ -411,6 +411,35 @@ mod tests {
             (s[1] + 0.625).abs() < 1e-6 && (s[2] - 0.075).abs() < 1e-6,
             "{s}"
         );
+    }
+
+    #[test]
+    fn relation_single_rows_equal_the_batch() {
+        // One query row takes the path where the GEMM itself runs in parallel; a bank larger
+        // than one tile is summed over several tiles.
+        let d = 6;
+        let head = Head::new(Array2::eye(d), Array1::zeros(d)).unwrap();
+        let mut state = 7u64;
+        let mut rnd = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.3
+        };
+        let bank = Array2::from_shape_fn((BANK_BLOCK + 37, d), |_| rnd());
+        let q = Array2::from_shape_fn((9, d), |_| rnd());
+        let fit = Features::with_head(bank, &head, None).unwrap();
+        let test = Features::with_head(q, &head, None).unwrap();
+        let sc = Relation::default().fit(&(&fit).into(), &head).unwrap();
+        let all = sc.score(&test).unwrap();
+        for i in 0..test.len() {
+            let one = sc.score(&test.slice(i, i + 1)).unwrap()[0];
+            assert!(
+                (one - all[i]).abs() <= 1e-5 * all[i].abs().max(1.0),
+                "{i}: {one} vs {}",
+                all[i]
+            );
+        }
     }
 
     #[test]
