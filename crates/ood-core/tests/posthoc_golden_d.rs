@@ -3,7 +3,8 @@
 //! `eval_ssd.py` / `utils.py` (normalise, standardise, per-cluster
 //! `np.linalg.pinv(np.cov(bias=True))`; the k-means partition re-implemented and checked against
 //! scikit-learn's), of the CADRef authors' `CARef.py` / `CADRef.py` and of the LTS authors'
-//! `lts.py`, on seeded random data
+//! `lts.py`, and of OpenOOD's `openmax` (libMR's Weibull fit as the SciPy-solved MLE), on seeded
+//! random data
 //! (train 300 × 16 with 5 classes, test 40). Fixture and generator:
 //! `tests/data/posthoc_reference_d.{json,py}`. Tolerance: `|a − b| ≤ 1e-4 · max(|b|, 1)`
 //! (relative, with the score scale as the floor for values that cancel to near zero).
@@ -20,12 +21,39 @@ fn matrix(v: &Value) -> Array2<f32> {
     Array2::from_shape_vec((n, d), rows.into_iter().flatten().collect()).expect("rectangular")
 }
 
-fn fixture() -> (Features, Features, Head, Vec<(DetectorSpec, Vec<f64>)>) {
+/// The error message of fitting `spec` on `data` (panics if the fit succeeds).
+fn fit_err(spec: &DetectorSpec, data: &Features, head: &Head) -> String {
+    spec.as_detector()
+        .fit(&data.into(), head)
+        .err()
+        .unwrap_or_else(|| panic!("{spec:?} fitted"))
+        .to_string()
+}
+
+/// The `(spec, scores)` cases of a fixture section.
+fn parse_cases(v: &Value) -> Vec<(DetectorSpec, Vec<f64>)> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                serde_json::from_value::<DetectorSpec>(c["spec"].clone()).expect("spec parses"),
+                serde_json::from_value::<Vec<f64>>(c["scores"].clone()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn fixture_json() -> Value {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/data/posthoc_reference_d.json"
     );
-    let j: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).unwrap();
+    serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).unwrap()
+}
+
+fn fixture() -> (Features, Features, Head, Vec<(DetectorSpec, Vec<f64>)>) {
+    let j = fixture_json();
     let head = Head::new(
         matrix(&j["head"]["weight"]),
         Array1::from(serde_json::from_value::<Vec<f32>>(j["head"]["bias"].clone()).unwrap()),
@@ -44,17 +72,7 @@ fn fixture() -> (Features, Features, Head, Vec<(DetectorSpec, Vec<f64>)>) {
         None,
     )
     .unwrap();
-    let cases = j["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                serde_json::from_value::<DetectorSpec>(c["spec"].clone()).expect("spec parses"),
-                serde_json::from_value::<Vec<f64>>(c["scores"].clone()).unwrap(),
-            )
-        })
-        .collect();
+    let cases = parse_cases(&j["cases"]);
     (train, test, head, cases)
 }
 
@@ -163,13 +181,7 @@ fn posthoc_d_bad_parameters_are_clear_errors() {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        DetectorSpec::from_name(name, &p)
-            .unwrap()
-            .as_detector()
-            .fit(&(&train).into(), &head)
-            .err()
-            .unwrap_or_else(|| panic!("{name} {params:?} fitted"))
-            .to_string()
+        fit_err(&DetectorSpec::from_name(name, &p).unwrap(), &train, &head)
     };
     let e = fit("relation", &[("pow", "-1")]);
     assert!(
@@ -188,12 +200,7 @@ fn posthoc_d_bad_parameters_are_clear_errors() {
     // Labels are needed (and only read) with labels = true.
     let unlabelled = Features::new(train.embeddings.clone(), train.logits.clone(), None).unwrap();
     let spec = DetectorSpec::from_name("ssd", &[("labels".into(), "true".into())]).unwrap();
-    let e = spec
-        .as_detector()
-        .fit(&(&unlabelled).into(), &head)
-        .err()
-        .unwrap()
-        .to_string();
+    let e = fit_err(&spec, &unlabelled, &head);
     assert!(e.contains("ssd"), "{e}");
     assert!(
         DetectorSpec::from_name("ssd", &[])
@@ -209,24 +216,16 @@ fn posthoc_d_bad_parameters_are_clear_errors() {
     let idx: Vec<usize> = (0..train.len()).filter(|&i| preds[i] == 3).collect();
     let one_class = train.select(&idx);
     for n in ["caref", "cadref"] {
-        let e = DetectorSpec::from_name(n, &[])
-            .unwrap()
-            .as_detector()
-            .fit(&(&one_class).into(), &head)
-            .err()
-            .unwrap()
-            .to_string();
+        let e = fit_err(&DetectorSpec::from_name(n, &[]).unwrap(), &one_class, &head);
         assert!(e.contains(&format!("{n} mean feature of class 0")), "{e}");
     }
     // CADRef needs a positive mean logit score.
     let low = Features::new(train.embeddings.clone(), &train.logits - 100.0, None).unwrap();
-    let e = DetectorSpec::from_name("cadref", &[("logit_method".into(), "max_logit".into())])
-        .unwrap()
-        .as_detector()
-        .fit(&(&low).into(), &head)
-        .err()
-        .unwrap()
-        .to_string();
+    let e = fit_err(
+        &DetectorSpec::from_name("cadref", &[("logit_method".into(), "max_logit".into())]).unwrap(),
+        &low,
+        &head,
+    );
     assert!(e.contains("must be finite and > 0"), "{e}");
     for (name, k, v) in [
         ("cadref", "logit_method", "softmax"),
@@ -295,4 +294,94 @@ fn posthoc_d_relation_grid_scores_equal_per_candidate_fits() {
         assert_eq!(id, sc.score(&val_id).unwrap(), "{spec:?}");
         assert_eq!(ood, sc.score(&val_ood).unwrap(), "{spec:?}");
     }
+}
+
+/// OpenMax's fixture: the same rows with logits of a class-aligned head (the shared fixture's
+/// random head leaves classes without a correctly predicted row), and its cases.
+fn openmax_fixture() -> (Features, Features, Head, Vec<(DetectorSpec, Vec<f64>)>) {
+    let (train, test, head, _) = fixture();
+    let j = fixture_json();
+    let om = &j["openmax"];
+    let train = Features::new(
+        train.embeddings.clone(),
+        matrix(&om["train_logits"]),
+        train.labels.clone(),
+    )
+    .unwrap();
+    let test = Features::new(test.embeddings.clone(), matrix(&om["test_logits"]), None).unwrap();
+    let cases = parse_cases(&om["cases"]);
+    (train, test, head, cases)
+}
+
+#[test]
+fn posthoc_d_openmax_matches_reference_in_memory_and_streamed() {
+    let (train, test, head, cases) = openmax_fixture();
+    let default = DetectorSpec::from_name("openmax", &[]).unwrap();
+    assert!(cases.iter().any(|(s, _)| *s == default));
+    assert!(cases.iter().filter(|(s, _)| *s != default).count() >= 2);
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("train.safetensors");
+    train.save(&p).unwrap();
+    let file = FeatureFile::open(&p).unwrap();
+    for (spec, want) in &cases {
+        check(spec, &(&train).into(), &head, &test, want);
+        check(spec, &(&file).into(), &head, &test, want);
+    }
+}
+
+#[test]
+fn posthoc_d_openmax_small_data_and_errors() {
+    let (train, test, head, _) = openmax_fixture();
+    let spec = DetectorSpec::from_name("openmax", &[]).unwrap();
+    let small = train.slice(0, 60);
+    let sc = spec.as_detector().fit(&(&small).into(), &head).unwrap();
+    assert!(sc.score(&test).unwrap().iter().all(|v| v.is_finite()));
+    assert!(sc.score(&test.slice(0, 0)).is_err());
+    let other = Head::new(Array2::zeros((4, 16)), Array1::zeros(4)).unwrap();
+    let wrong = Features::with_head(Array2::zeros((2, 16)), &other, None).unwrap();
+    assert!(sc.score(&wrong).is_err(), "wrong number of classes");
+    assert!(
+        spec.as_detector()
+            .fit(&(&train.slice(0, 0)).into(), &head)
+            .is_err()
+    );
+    // Labels are required; a class without a correctly predicted row is named.
+    let unlabelled = Features::new(train.embeddings.clone(), train.logits.clone(), None).unwrap();
+    let e = fit_err(&spec, &unlabelled, &head);
+    assert!(e.contains("openmax"), "{e}");
+    let (random_head_train, _, _, _) = fixture();
+    let e = fit_err(&spec, &random_head_train, &head);
+    assert!(
+        e.contains("openmax mean activation vector of class 1"),
+        "{e}"
+    );
+    for (k, v) in [("tailsize", "1"), ("alpha", "0")] {
+        let e = fit_err(
+            &DetectorSpec::from_name("openmax", &[(k.into(), v.into())]).unwrap(),
+            &train,
+            &head,
+        );
+        assert!(
+            e.contains("openmax tailsize must be >= 2 and alpha >= 1"),
+            "{e}"
+        );
+    }
+    assert!(DetectorSpec::from_name("openmax", &[("alpha".into(), "-1".into())]).is_err());
+    assert!(
+        DetectorSpec::from_name("openmax", &[])
+            .unwrap()
+            .sweep()
+            .is_empty()
+    );
+    assert_eq!(
+        DetectorSpec::from_name("openmax", &[])
+            .unwrap()
+            .needs()
+            .names(),
+        vec!["logits", "labels"]
+    );
+    assert_eq!(
+        DetectorSpec::from_name("openmax", &[]).unwrap().family(),
+        "logits"
+    );
 }

@@ -32,7 +32,7 @@ use super::r#gen::generalized_entropy;
 use crate::detector::{Detector, Scorer, check_fit_data, logsumexp};
 use crate::error::{Error, Result};
 use crate::features::{Features, FitData, Head};
-use crate::kernels::predicted_means::{predicted_class_means, score_by_prediction};
+use crate::kernels::predicted_means::{Rows, predicted_class_means, score_by_prediction};
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
@@ -92,6 +92,7 @@ impl Detector for Cadref {
         let means = predicted_class_means(
             data,
             head,
+            Rows::Features,
             |chunk, i, _| {
                 let z = chunk.logits.row(i);
                 total += method.score(z.as_slice().expect("standard-layout logits"));

@@ -20,7 +20,7 @@ use super::DetectorParams;
 use crate::detector::{Detector, Scorer, check_fit_data};
 use crate::error::Result;
 use crate::features::{Features, FitData, Head};
-use crate::kernels::predicted_means::{predicted_class_means, score_by_prediction};
+use crate::kernels::predicted_means::{Rows, predicted_class_means, score_by_prediction};
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
@@ -47,8 +47,13 @@ pub(crate) fn empty_class(detector: &str, k: usize) -> String {
 impl Detector for Caref {
     fn fit(&self, data: &FitData<'_>, head: &Head) -> Result<Box<dyn Scorer>> {
         check_fit_data(data, head, 1)?;
-        let means =
-            predicted_class_means(data, head, |_, _, _| Ok(true), |k| empty_class("caref", k))?;
+        let means = predicted_class_means(
+            data,
+            head,
+            Rows::Features,
+            |_, _, _| Ok(true),
+            |k| empty_class("caref", k),
+        )?;
         Ok(Box::new(CarefScorer {
             means,
             head: head.clone(),

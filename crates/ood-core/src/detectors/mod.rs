@@ -31,6 +31,7 @@ pub mod neco;
 pub mod needs;
 pub mod neg_label;
 pub mod nn_guide;
+pub mod openmax;
 pub mod react;
 pub mod relation;
 pub mod residual;
@@ -62,6 +63,7 @@ pub use neco::Neco;
 pub use needs::Needs;
 pub use neg_label::NegLabel;
 pub use nn_guide::NnGuide;
+pub use openmax::OpenMax;
 pub use react::ReAct;
 pub use relation::Relation;
 pub use residual::Residual;
@@ -200,6 +202,7 @@ registry! {
     Ssd(Ssd),
     Caref(Caref),
     Cadref(Cadref),
+    Openmax(OpenMax),
 }
 
 impl DetectorSpec {

@@ -66,7 +66,7 @@ impl DetectorSpec {
             Neco(n) => Needs::new(true, n.max_logit, false, false),
             Ssd(s) => Needs::new(true, false, false, s.labels),
             She(_) => Needs::new(true, true, false, true),
-            TempScaling(_) => Needs::new(false, true, false, true),
+            TempScaling(_) | Openmax(_) => Needs::new(false, true, false, true),
             Knn(_) => Needs::new(true, false, false, false),
             Mahalanobis(_) | Rmds(_) => Needs::new(true, false, false, true),
             NegLabel(_) => Needs {

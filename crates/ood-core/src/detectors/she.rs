@@ -21,7 +21,7 @@ use super::DetectorParams;
 use crate::detector::{Detector, Scorer, check_fit_data};
 use crate::error::{Error, Result};
 use crate::features::{Features, FitData, Head};
-use crate::kernels::predicted_means::{predicted_class_means, score_by_prediction};
+use crate::kernels::predicted_means::{Rows, predicted_class_means, score_by_prediction};
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +66,7 @@ impl Detector for She {
         let patterns = predicted_class_means(
             data,
             head,
+            Rows::Features,
             |chunk, i, pred| {
                 let labels = chunk.labels.as_ref().ok_or_else(|| Error::MissingLabels {
                     detector: "she".into(),

@@ -1,6 +1,6 @@
 //! Streamed per-class mean features, grouped by the **predicted** class (the first arg-max of
 //! each fit row's logits), over the rows a detector selects (SHE: rows whose label is also their
-//! prediction; CARef/CADRef: every row). One pass, one chunk in memory, sums in f64.
+//! prediction; CARef/CADRef: every row), or the mean logit vectors (OpenMax). One pass, one chunk in memory, sums in f64.
 //! [`score_by_prediction`] is the matching scoring loop: each query row with its predicted class.
 
 use crate::detector::{check_input, check_scores};
@@ -27,23 +27,42 @@ pub(crate) fn score_by_prediction(
     check_scores(detector, s)
 }
 
-/// `(c, d)` mean fit feature of every predicted class over the rows for which
-/// `keep(chunk, row, predicted class)` is true (it may also read the row, e.g. to accumulate
-/// logit statistics, or fail). A class with no kept row is an error `what(class)` explains.
+/// What [`predicted_class_means`] averages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rows {
+    /// The `(n, d)` features.
+    Features,
+    /// The `(n, c)` logits (OpenMax's mean activation vectors).
+    Logits,
+}
+
+/// `(c, width)` mean fit feature (or logit vector, `rows`) of every predicted class over the rows
+/// for which `keep(chunk, row, predicted class)` is true (it may also read the row, e.g. to
+/// accumulate logit statistics, or fail). A class with no kept row is an error `what(class)`
+/// explains.
 pub(crate) fn predicted_class_means(
     data: &FitData<'_>,
     head: &Head,
+    rows: Rows,
     mut keep: impl FnMut(&Features, usize, usize) -> Result<bool>,
     what: impl Fn(usize) -> String,
 ) -> Result<Array2<f64>> {
-    let (c, d) = (head.num_classes(), head.dim());
-    let mut sums = Array2::<f64>::zeros((c, d));
+    let c = head.num_classes();
+    let width = match rows {
+        Rows::Features => head.dim(),
+        Rows::Logits => c,
+    };
+    let mut sums = Array2::<f64>::zeros((c, width));
     let mut counts = vec![0usize; c];
     data.for_each_chunk(DEFAULT_CHUNK_ROWS, |chunk| {
+        let values = match rows {
+            Rows::Features => &chunk.embeddings,
+            Rows::Logits => &chunk.logits,
+        };
         for (i, (pred, h)) in chunk
             .predictions()
             .into_iter()
-            .zip(chunk.embeddings.rows())
+            .zip(values.rows())
             .enumerate()
         {
             if keep(chunk, i, pred)? {

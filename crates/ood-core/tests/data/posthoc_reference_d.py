@@ -1,4 +1,4 @@
-"""Reference scores for Relation, SSD, CARef, CADRef and LTS (det-d), on seeded random data.
+"""Reference scores for Relation, SSD, CARef, CADRef, LTS and OpenMax (det-d), on seeded random data.
 
 Run from the repository root (writes posthoc_reference_d.json next to this file):
 
@@ -7,8 +7,9 @@ Run from the repository root (writes posthoc_reference_d.json next to this file)
 Everything is recomputed here with NumPy (and scikit-learn for a cross-check) from the published
 formulas, following OpenOOD's `relation` postprocessor (Neural Relation Graph), the SSD
 authors' `eval_ssd.py` / `utils.py` (inspire-group/SSD) and the CADRef authors'
-`ood_methods/CARef.py` / `CADRef.py` (LingAndZero/CADRef) and the LTS authors' `lts.py`
-(andrijazz/lts); `tests/posthoc_golden_d.rs` checks
+`ood_methods/CARef.py` / `CADRef.py` (LingAndZero/CADRef), the LTS authors' `lts.py`
+(andrijazz/lts) and OpenOOD's `openmax` postprocessor (libMR's Weibull fit re-derived as the
+maximum-likelihood estimate, solved with SciPy); `tests/posthoc_golden_d.rs` checks
 oodkit against the JSON to 1e-4 relative. Inputs are rounded to 4 decimals so that the JSON holds
 them exactly as float32.
 """
@@ -17,6 +18,7 @@ import json
 import os
 
 import numpy as np
+from scipy.optimize import brentq
 from scipy.special import logsumexp, softmax
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
@@ -265,6 +267,75 @@ case({"name": "lts", "percentile": 65.0}, lts(65))
 case({"name": "lts", "percentile": 80.0}, lts(80))
 
 
+# OpenMax (OpenOOD openmax_postprocessor + libMR): reads only logits and labels. The fixture's
+# random head leaves classes without a correctly predicted training row, so OpenMax gets its own
+# logits (the "openmax" section): a head aligned with the class centres, same train/test rows.
+# MAV_c = mean logits of the train rows labelled and predicted c; euclidean distances to it; tail
+# = the 20 largest; libMR FitHigh: x = tail + 10000 - min(tail), two-parameter Weibull MLE (here
+# solved for the shape k with brentq: sum x^k ln x / sum x^k - 1/k - mean ln x = 0, then
+# lambda = mean(x^k)^(1/k)); w_score(d) = 1 - exp(-((d + 10000 - min tail) / lambda)^k).
+# Score: omega = (alpha + 1 - i) / alpha for the top-alpha logits, modified = z (1 - w omega),
+# unknown = sum(z - modified); OpenOOD's conf = -P(unknown); oodkit's default (log = true) is
+# logsumexp(modified) - unknown.
+W_om = r4(
+    centres / np.linalg.norm(centres, axis=1, keepdims=True)
+    + 0.2 * np.random.default_rng(5).normal(0.0, 0.5, size=(C, D))
+)
+om_train_logits = r4(H @ W_om.T.astype(np.float64))
+om_test_logits = r4(T @ W_om.T.astype(np.float64))
+
+
+def weibull_fit_high(tail):
+    small = tail.min()
+    lx = np.log(tail + 10000.0 - small)
+    top, rng_ = lx.max(), lx.max() - lx.min()
+
+    def g(k):
+        w = np.exp(k * (lx - top))
+        return (w * lx).sum() / w.sum() - 1.0 / k - lx.mean()
+
+    k = brentq(g, 1.0 / rng_, 1e12 / rng_, xtol=1e-300, rtol=1e-15, maxiter=1000)
+    log_lam = top + np.log(np.mean(np.exp(k * (lx - top)))) / k
+    return small, k, log_lam
+
+
+def openmax(tailsize, alpha, log):
+    zh, zt = om_train_logits.astype(np.float64), om_test_logits.astype(np.float64)
+    pred = zh.argmax(1)
+    models = []
+    for c in range(C):
+        rows = zh[(pred == c) & (labels == c)]
+        assert len(rows) >= 2
+        mav = rows.mean(0)
+        dist = np.linalg.norm(rows - mav, axis=1)
+        models.append((mav, weibull_fit_high(np.sort(dist)[-tailsize:])))
+    out = []
+    for z in zt:
+        ranked = z.argsort()[::-1][:alpha]
+        omega = np.zeros(C)
+        omega[ranked] = [(alpha + 1 - i) / alpha for i in range(1, alpha + 1)][: len(ranked)]
+        mod = np.empty(C)
+        for c, (mav, (small, k, log_lam)) in enumerate(models):
+            d = np.linalg.norm(z - mav)
+            w = -np.expm1(-np.exp(k * (np.log(d + 10000.0 - small) - log_lam)))
+            mod[c] = z[c] * (1 - w * omega[c])
+        unknown = (z - mod).sum()
+        if log:
+            out.append(logsumexp(mod) - unknown)
+        else:
+            out.append(-np.exp(unknown) / (np.exp(mod).sum() + np.exp(unknown)))
+    return np.array(out)
+
+
+om_cases = []
+for spec, args in [
+    ({"name": "openmax"}, (20, 3, True)),
+    ({"name": "openmax", "log": False}, (20, 3, False)),
+    ({"name": "openmax", "tailsize": 10, "alpha": 2}, (10, 2, True)),
+]:
+    om_cases.append({"spec": spec, "scores": [float(f"{s:.9g}") for s in openmax(*args)]})
+
+
 def j4(x):  # the exact 4-decimal values the float32 inputs were rounded from
     return np.round(x.astype(np.float64), 4).tolist()
 
@@ -279,6 +350,11 @@ out = {
     "test": {"features": j4(test), "logits": j4(test_logits)},
     "head": {"weight": j4(W), "bias": j4(b)},
     "cases": cases,
+    "openmax": {
+        "train_logits": j4(om_train_logits),
+        "test_logits": j4(om_test_logits),
+        "cases": om_cases,
+    },
 }
 path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "posthoc_reference_d.json")
 with open(path, "w") as fh:
