@@ -22,8 +22,8 @@
 //! returns OpenOOD's values.
 //!
 //! Differences from OpenOOD's code: its normaliser is `h/sqrt(‖h‖² + 1e-10)`; we use plain
-//! `h/‖h‖` (a zero row stays zero); the difference is below f32 resolution for any feature of
-//! norm above 1e-3. OpenOOD also writes `sign(r)·|r|^pow` with `|r| > thres`; the kernel is never
+//! `h/‖h‖` (a zero row stays zero); the relative difference, `5e-11/‖h‖²`, is below f32
+//! resolution for any feature of norm above 0.03. OpenOOD also writes `sign(r)·|r|^pow` with `|r| > thres`; the kernel is never
 //! negative (the feature similarity is clamped at 0 and probabilities are non-negative), so that
 //! is `r^pow` for `r > thres`, as here.
 //!

@@ -2,7 +2,7 @@
 //! Detection", ICLR 2021, arXiv:2103.12051, <https://arxiv.org/abs/2103.12051>; OpenOOD key `ssd`.
 //! Implemented as the authors' `eval_ssd.py` / `utils.py` (inspire-group/SSD) do it:
 //!
-//! 1. every feature is L2-normalised, `x̂ = h/‖h‖`;
+//! 1. every feature is L2-normalised, `x̂ = h/‖h‖` (skipped with `normalize = false`);
 //! 2. then standardised with the fit set's per-dimension mean `m` and standard deviation `σ`
 //!    (÷N): `y = (x̂ − m) / (σ + 1e-10)`;
 //! 3. the standardised fit features are partitioned into `clusters` groups by k-means (or by
@@ -12,14 +12,15 @@
 //! 4. `s(h) = −min_j (y − μ_j)ᵀ Σ_j⁺ (y − μ_j)`. Higher = more in-distribution.
 //!
 //! Default `clusters = 1` (the authors' default: one Gaussian over all fit features), `labels =
-//! false`, `seed = 0`, `max_iter = 100` (faiss `Kmeans(niter=100)` in the authors' code). No
+//! false`, `seed = 0`, `max_iter = 100` (faiss `Kmeans(niter=100)` in the authors' code),
+//! `normalize = true`. No
 //! sweep (OpenOOD's `ssd.yml` sweeps only an unused `noise`).
 //!
 //! Differences:
 //! * OpenOOD's `ssd` postprocessor is not SSD: it is OpenOOD's MDS with one class on the raw
-//!   features (no normalisation, no standardisation, no clusters), i.e. the score of this
-//!   detector's step 4 with one cluster on `h` itself; that is `rmds`'s background term. This
-//!   detector is SSD as published.
+//!   features (no normalisation, no standardisation, no clusters), the same as `rmds`'s
+//!   background term. This detector is SSD as published; `normalize = false` (with one
+//!   cluster) gives OpenOOD's score (standardising does not change a Mahalanobis distance).
 //! * k-means: the authors run faiss `Kmeans` on a random permutation (not reproducible). Here it
 //!   is deterministic and documented so that it can be re-implemented exactly: k-means++
 //!   seeding driven by SplitMix64 (`seed`; a uniform `u = (next() >> 11) · 2⁻⁵³`; the first centre
@@ -63,6 +64,9 @@ pub struct Ssd {
     pub seed: u64,
     /// Most Lloyd updates of k-means (100, as the authors' faiss call).
     pub max_iter: usize,
+    /// L2-normalise features first (true, as SSD). With `false` and one cluster this is
+    /// OpenOOD's `ssd` postprocessor (a one-class MDS on the raw features).
+    pub normalize: bool,
 }
 
 impl Default for Ssd {
@@ -72,6 +76,7 @@ impl Default for Ssd {
             labels: false,
             seed: 0,
             max_iter: 100,
+            normalize: true,
         }
     }
 }
@@ -85,7 +90,8 @@ struct Cluster {
 
 #[derive(Debug)]
 struct SsdScorer {
-    /// Mean of the normalised fit features.
+    normalize: bool,
+    /// Mean of the (normalised) fit features.
     mean: Array1<f64>,
     /// `σ + 1e-10` per dimension.
     scale: Array1<f64>,
@@ -93,9 +99,14 @@ struct SsdScorer {
     head: Head,
 }
 
-/// Normalised and standardised rows.
-fn standardise(x: ArrayView2<'_, f32>, mean: &Array1<f64>, scale: &Array1<f64>) -> Array2<f64> {
-    let mut y = to_f64_rows(x, true);
+/// (Normalised and) standardised rows.
+fn standardise(
+    x: ArrayView2<'_, f32>,
+    normalize: bool,
+    mean: &Array1<f64>,
+    scale: &Array1<f64>,
+) -> Array2<f64> {
+    let mut y = to_f64_rows(x, normalize);
     y -= mean;
     y /= scale;
     y
@@ -116,7 +127,8 @@ impl Detector for Ssd {
             });
         }
         let d = data.dim();
-        let moments = fit_moments_mapped(data, DEFAULT_CHUNK_ROWS, |c| to_f64_rows(c, true))?;
+        let normalize = self.normalize;
+        let moments = fit_moments_mapped(data, DEFAULT_CHUNK_ROWS, |c| to_f64_rows(c, normalize))?;
         let scale = moments
             .covariance
             .diag()
@@ -133,7 +145,7 @@ impl Detector for Ssd {
             }]
         } else {
             let all = data.to_features()?;
-            let y = standardise(all.embeddings.view(), &moments.mean, &scale);
+            let y = standardise(all.embeddings.view(), normalize, &moments.mean, &scale);
             let groups: Vec<usize> = if self.labels {
                 let c = head.num_classes();
                 let l = all.labels.as_ref().ok_or_else(|| Error::MissingLabels {
@@ -154,6 +166,7 @@ impl Detector for Ssd {
             group_gaussians(y.view(), &groups)?
         };
         Ok(Box::new(SsdScorer {
+            normalize,
             mean: moments.mean,
             scale,
             clusters,
@@ -305,7 +318,7 @@ impl Scorer for SsdScorer {
     fn score(&self, x: &Features) -> Result<Array1<f32>> {
         check_input(x, &self.head)?;
         score_in_blocks(x, "ssd", |block| {
-            let y = standardise(block, &self.mean, &self.scale);
+            let y = standardise(block, self.normalize, &self.mean, &self.scale);
             let mut best = Array1::<f64>::from_elem(y.nrows(), f64::INFINITY);
             for c in &self.clusters {
                 let dist = sq_mahalanobis(y.view(), c.centre.view(), c.precision.view());

@@ -204,6 +204,18 @@ case({"name": "ssd", "clusters": 3, "seed": 7}, ssd_multi_cluster(k3))
 case({"name": "ssd", "labels": True}, ssd_multi_cluster(labels))
 
 
+# normalize = false, one cluster: OpenOOD's ssd postprocessor (its MDS with one class on the raw
+# features: EmpiricalCovariance = np.cov(bias=True), pinv, -distance).
+def openood_ssd():
+    mu = H.mean(0)
+    prec = np.linalg.pinv(np.cov(H.T, bias=True))
+    c = T - mu
+    return -np.einsum("ij,jk,ik->i", c, prec, c)
+
+
+case({"name": "ssd", "normalize": False}, openood_ssd())
+
+
 # CARef / CADRef (LingAndZero/CADRef ood_methods/CARef.py, CADRef.py, utils/get_stat.py):
 # train features grouped by their *predicted* class (argmax of the logits), class means; CARef
 # = -||mu_c - h||_1 / ||h||_1; CADRef splits dist = h - mu_c by sign(w_c) into the positive and
