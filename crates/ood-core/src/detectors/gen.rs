@@ -43,7 +43,7 @@ impl Default for Gen {
 /// `Σ p_i^γ (1 − p_i)^γ` over the `m` largest softmax probabilities of `z`, in f64, with
 /// `1 − p` of the largest probability computed as the sum of the others (so that a confident
 /// softmax keeps its tiny `1 − p` instead of rounding it to 0).
-fn generalized_entropy(z: &[f32], gamma: f64, m: usize) -> f64 {
+pub(crate) fn generalized_entropy(z: &[f32], gamma: f64, m: usize) -> f64 {
     let top = z
         .iter()
         .enumerate()

@@ -30,14 +30,14 @@
 //! `tests/posthoc_golden_b.rs`).
 
 use super::DetectorParams;
-use crate::detector::{Detector, Scorer, check_input, check_scores};
+use crate::detector::{Detector, Scorer, check_input};
 use crate::error::Result;
 use crate::features::{Features, FitData, Head};
 use crate::kernels::class_stats::{
-    SCORE_BLOCK, fit_class_stats, pinv_rtol, sq_mahalanobis, to_f64_rows,
+    fit_class_stats, pinv_rtol, score_in_blocks, sq_mahalanobis, to_f64_rows,
 };
 use crate::linalg::pinvh;
-use ndarray::{Array1, Array2, s};
+use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
 /// Class-conditional Gaussians with a shared covariance; score = −(smallest Mahalanobis distance).
@@ -82,19 +82,15 @@ impl Detector for Mahalanobis {
 impl Scorer for MahalanobisScorer {
     fn score(&self, x: &Features) -> Result<Array1<f32>> {
         check_input(x, &self.head)?;
-        let mut out = Array1::<f32>::zeros(x.len());
-        let mut start = 0;
-        while start < x.len() {
-            let end = (start + SCORE_BLOCK).min(x.len());
-            let mut h = to_f64_rows(x.embeddings.slice(s![start..end, ..]), self.normalize);
+        score_in_blocks(x, "mahalanobis", |block| {
+            let mut h = to_f64_rows(block, self.normalize);
             h -= &self.origin;
             let dist = sq_mahalanobis(h.view(), self.centres.view(), self.precision.view());
-            for (o, row) in out.slice_mut(s![start..end]).iter_mut().zip(dist.rows()) {
-                *o = -(row.iter().copied().fold(f64::INFINITY, f64::min)) as f32;
-            }
-            start = end;
-        }
-        check_scores("mahalanobis", out)
+            dist.rows()
+                .into_iter()
+                .map(|row| -row.iter().copied().fold(f64::INFINITY, f64::min))
+                .collect()
+        })
     }
 }
 

@@ -13,6 +13,8 @@ use serde_json::Value;
 
 pub mod ada_scale;
 pub mod ash;
+pub mod cadref;
+pub mod caref;
 pub mod dice;
 pub mod energy;
 pub mod fdbd;
@@ -21,6 +23,7 @@ pub mod grad_norm;
 pub mod iodin;
 pub mod klm;
 pub mod knn;
+pub mod lts;
 pub mod mahalanobis;
 pub mod max_logit;
 pub mod mcm;
@@ -31,18 +34,23 @@ pub mod needs;
 pub mod neg_label;
 pub mod nn_guide;
 pub mod odin;
+pub mod openmax;
 pub mod rank_feat;
 pub mod react;
+pub mod relation;
 pub mod residual;
 pub mod rmds;
 pub mod scale;
 pub mod she;
+pub mod ssd;
 pub mod temp_scaling;
 pub mod vim;
 pub mod vra;
 
 pub use ada_scale::{AdaScale, AdaScaleVariant};
 pub use ash::{Ash, AshVariant};
+pub use cadref::{Cadref, LogitMethod};
+pub use caref::Caref;
 pub use dice::Dice;
 pub use energy::Energy;
 pub use fdbd::Fdbd;
@@ -51,6 +59,7 @@ pub use grad_norm::GradNorm;
 pub use iodin::Iodin;
 pub use klm::Klm;
 pub use knn::Knn;
+pub use lts::Lts;
 pub use mahalanobis::Mahalanobis;
 pub use max_logit::MaxLogit;
 pub use mcm::Mcm;
@@ -61,12 +70,15 @@ pub use needs::Needs;
 pub use neg_label::NegLabel;
 pub use nn_guide::NnGuide;
 pub use odin::Odin;
+pub use openmax::OpenMax;
 pub use rank_feat::RankFeat;
 pub use react::ReAct;
+pub use relation::Relation;
 pub use residual::Residual;
 pub use rmds::Rmds;
 pub use scale::Scale;
 pub use she::{She, SheMetric};
+pub use ssd::Ssd;
 pub use temp_scaling::TempScaling;
 pub use vim::Vim;
 pub use vra::Vra;
@@ -179,6 +191,7 @@ registry! {
     React(ReAct),
     Ash(Ash),
     Scale(Scale),
+    Lts(Lts),
     Dice(Dice),
     She(She),
     Fdbd(Fdbd),
@@ -197,6 +210,11 @@ registry! {
     Iodin(Iodin),
     RankFeat(RankFeat),
     AdaScale(AdaScale),
+    Relation(Relation),
+    Ssd(Ssd),
+    Caref(Caref),
+    Cadref(Cadref),
+    Openmax(OpenMax),
 }
 
 impl DetectorSpec {

@@ -61,14 +61,17 @@ impl DetectorSpec {
             Msp(_) | MaxLogit(_) | Energy(_) | Gen(_) | Klm(_) => {
                 Needs::new(false, true, false, false)
             }
-            GradNorm(_) | NnGuide(_) => Needs::new(true, true, false, false),
+            GradNorm(_) | NnGuide(_) | Relation(_) | Caref(_) | Lts(_) => {
+                Needs::new(true, true, false, false)
+            }
             React(_) | Vra(_) | Ash(_) | Scale(_) | Dice(_) | Mcm(_) | Residual(_) => {
                 Needs::new(true, false, true, false)
             }
-            Fdbd(_) | Vim(_) | Nci(_) => Needs::new(true, true, true, false),
+            Fdbd(_) | Vim(_) | Nci(_) | Cadref(_) => Needs::new(true, true, true, false),
             Neco(n) => Needs::new(true, n.max_logit, false, false),
+            Ssd(s) => Needs::new(true, false, false, s.labels),
             She(_) => Needs::new(true, true, false, true),
-            TempScaling(_) => Needs::new(false, true, false, true),
+            TempScaling(_) | Openmax(_) => Needs::new(false, true, false, true),
             Knn(_) => Needs::new(true, false, false, false),
             Mahalanobis(_) | Rmds(_) => Needs::new(true, false, false, true),
             NegLabel(_) => Needs {

@@ -19,14 +19,14 @@
 //! `tests/posthoc_golden_b.rs`).
 
 use super::DetectorParams;
-use crate::detector::{Detector, Scorer, check_input, check_scores};
+use crate::detector::{Detector, Scorer, check_input};
 use crate::error::Result;
 use crate::features::{Features, FitData, Head};
 use crate::kernels::class_stats::{
-    SCORE_BLOCK, fit_class_stats, pinv_rtol, sq_mahalanobis, to_f64_rows,
+    fit_class_stats, pinv_rtol, score_in_blocks, sq_mahalanobis, to_f64_rows,
 };
 use crate::linalg::pinvh;
-use ndarray::{Array1, Array2, s};
+use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
 /// Mahalanobis distance relative to a class-agnostic background Gaussian.
@@ -76,26 +76,17 @@ impl Scorer for RmdsScorer {
         check_input(x, &self.head)?;
         let d = self.origin.len();
         let zero = Array2::<f64>::zeros((1, d));
-        let mut out = Array1::<f32>::zeros(x.len());
-        let mut start = 0;
-        while start < x.len() {
-            let end = (start + SCORE_BLOCK).min(x.len());
-            let mut h = to_f64_rows(x.embeddings.slice(s![start..end, ..]), self.normalize);
+        score_in_blocks(x, "rmds", |block| {
+            let mut h = to_f64_rows(block, self.normalize);
             h -= &self.origin;
             let dc = sq_mahalanobis(h.view(), self.centres.view(), self.precision.view());
             let d0 = sq_mahalanobis(h.view(), zero.view(), self.global_precision.view());
-            for ((o, row), &b) in out
-                .slice_mut(s![start..end])
-                .iter_mut()
-                .zip(dc.rows())
+            dc.rows()
+                .into_iter()
                 .zip(d0.column(0))
-            {
-                let dmin = row.iter().copied().fold(f64::INFINITY, f64::min);
-                *o = (b - dmin) as f32;
-            }
-            start = end;
-        }
-        check_scores("rmds", out)
+                .map(|(row, &b)| b - row.iter().copied().fold(f64::INFINITY, f64::min))
+                .collect()
+        })
     }
 }
 

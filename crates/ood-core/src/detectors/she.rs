@@ -18,9 +18,10 @@
 //! the means are accumulated in f64.
 
 use super::DetectorParams;
-use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores};
+use crate::detector::{Detector, Scorer, check_fit_data};
 use crate::error::{Error, Result};
-use crate::features::{DEFAULT_CHUNK_ROWS, Features, FitData, Head};
+use crate::features::{Features, FitData, Head};
+use crate::kernels::predicted_means::{Rows, predicted_class_means, score_by_prediction};
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
@@ -61,49 +62,34 @@ impl Detector for She {
                 detector: "she".into(),
             });
         }
-        let (c, d) = (head.num_classes(), head.dim());
-        let mut sums = Array2::<f64>::zeros((c, d));
-        let mut counts = vec![0usize; c];
-        data.for_each_chunk(DEFAULT_CHUNK_ROWS, |chunk| {
-            let labels = chunk.labels.as_ref().ok_or_else(|| Error::MissingLabels {
-                detector: "she".into(),
-            })?;
-            if let Some(&l) = labels.iter().find(|&&l| l < 0 || l as usize >= c) {
-                return Err(Error::InvalidParameter(format!(
-                    "she: fit label {l} is outside 0..{c} (the head has {c} classes)"
-                )));
-            }
-            for ((pred, &label), h) in chunk
-                .predictions()
-                .into_iter()
-                .zip(labels)
-                .zip(chunk.embeddings.rows())
-            {
-                if label == pred as i64 {
-                    counts[pred] += 1;
-                    let mut row = sums.row_mut(pred);
-                    row.iter_mut().zip(h).for_each(|(s, &v)| *s += v as f64);
+        let c = head.num_classes();
+        let patterns = predicted_class_means(
+            data,
+            head,
+            Rows::Features,
+            |chunk, i, pred| {
+                let labels = chunk.labels.as_ref().ok_or_else(|| Error::MissingLabels {
+                    detector: "she".into(),
+                })?;
+                if i == 0
+                    && let Some(&l) = labels.iter().find(|&&l| l < 0 || l as usize >= c)
+                {
+                    return Err(Error::InvalidParameter(format!(
+                        "she: fit label {l} is outside 0..{c} (the head has {c} classes)"
+                    )));
                 }
-            }
-            Ok(())
-        })?;
-        if let Some(k) = counts.iter().position(|&n| n == 0) {
-            return Err(Error::TooFewSamples {
-                what: format!(
+                Ok(labels[i] == pred as i64)
+            },
+            |k| {
+                format!(
                     "she pattern of class {k} (fit samples both labelled and predicted {k}; \
                      fit on labelled ID-train data where every class has a correct prediction)"
-                ),
-                need: 1,
-                got: 0,
-            });
-        }
-        for (k, &n) in counts.iter().enumerate() {
-            let mut row = sums.row_mut(k);
-            row /= n as f64;
-        }
+                )
+            },
+        )?;
         Ok(Box::new(SheScorer {
             metric: self.metric,
-            patterns: sums,
+            patterns,
             head: head.clone(),
         }))
     }
@@ -111,33 +97,25 @@ impl Detector for She {
 
 impl Scorer for SheScorer {
     fn score(&self, x: &Features) -> Result<Array1<f32>> {
-        check_input(x, &self.head)?;
-        let s = x
-            .predictions()
-            .into_iter()
-            .zip(x.embeddings.rows())
-            .map(|(c, h)| {
-                let m = self.patterns.row(c);
-                let v = match self.metric {
-                    SheMetric::InnerProduct => h.iter().zip(m).map(|(&a, &b)| a as f64 * b).sum(),
-                    SheMetric::Euclidean => -h
-                        .iter()
-                        .zip(m)
-                        .map(|(&a, &b)| (a as f64 - b).powi(2))
-                        .sum::<f64>()
-                        .sqrt(),
-                    SheMetric::Cosine => {
-                        let dot: f64 = h.iter().zip(m).map(|(&a, &b)| a as f64 * b).sum();
-                        let nh = h.iter().map(|&a| (a as f64).powi(2)).sum::<f64>().sqrt();
-                        let nm = m.iter().map(|&b| b * b).sum::<f64>().sqrt();
-                        // PyTorch's cosine_similarity clamps each norm at eps = 1e-8.
-                        dot / (nh.max(1e-8) * nm.max(1e-8))
-                    }
-                };
-                v as f32
-            })
-            .collect();
-        check_scores("she", s)
+        score_by_prediction(x, &self.head, "she", |c, h, _| {
+            let m = self.patterns.row(c);
+            match self.metric {
+                SheMetric::InnerProduct => h.iter().zip(m).map(|(&a, &b)| a as f64 * b).sum(),
+                SheMetric::Euclidean => -h
+                    .iter()
+                    .zip(m)
+                    .map(|(&a, &b)| (a as f64 - b).powi(2))
+                    .sum::<f64>()
+                    .sqrt(),
+                SheMetric::Cosine => {
+                    let dot: f64 = h.iter().zip(m).map(|(&a, &b)| a as f64 * b).sum();
+                    let nh = h.iter().map(|&a| (a as f64).powi(2)).sum::<f64>().sqrt();
+                    let nm = m.iter().map(|&b| b * b).sum::<f64>().sqrt();
+                    // PyTorch's cosine_similarity clamps each norm at eps = 1e-8.
+                    dot / (nh.max(1e-8) * nm.max(1e-8))
+                }
+            }
+        })
     }
 }
 

@@ -12,9 +12,9 @@
 //! `pinvh` cutoff at f32 precision). Used by [`Mahalanobis`](crate::detectors::Mahalanobis)
 //! (and its ReweightOOD `normalize` variant) and [`Rmds`](crate::detectors::Rmds).
 
-use crate::detector::check_fit_data;
+use crate::detector::{check_fit_data, check_scores};
 use crate::error::{Error, Result};
-use crate::features::{DEFAULT_CHUNK_ROWS, FitData, Head};
+use crate::features::{DEFAULT_CHUNK_ROWS, Features, FitData, Head};
 use crate::linalg::{gram_accumulate, matmul_f64};
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 
@@ -161,6 +161,27 @@ pub(crate) fn sq_mahalanobis(
 
 /// Rows per block when scoring (bounds the `(rows, classes)` distance matrix).
 pub(crate) const SCORE_BLOCK: usize = 4096;
+
+/// Scores `x` in blocks of [`SCORE_BLOCK`] rows: `score` maps a block's `(rows, d)` features to
+/// their scores in f64; the result is checked finite and named `detector` otherwise.
+pub(crate) fn score_in_blocks(
+    x: &Features,
+    detector: &str,
+    mut score: impl FnMut(ArrayView2<'_, f32>) -> Array1<f64>,
+) -> Result<Array1<f32>> {
+    let mut out = Array1::<f32>::zeros(x.len());
+    let mut start = 0;
+    while start < x.len() {
+        let end = (start + SCORE_BLOCK).min(x.len());
+        let s = score(x.embeddings.slice(ndarray::s![start..end, ..]));
+        out.slice_mut(ndarray::s![start..end])
+            .iter_mut()
+            .zip(s)
+            .for_each(|(o, v)| *o = v as f32);
+        start = end;
+    }
+    check_scores(detector, out)
+}
 
 #[cfg(test)]
 pub(crate) mod tests {

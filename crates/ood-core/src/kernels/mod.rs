@@ -11,6 +11,7 @@
 //! * [`residual_space`]: the ViM residual space (ViM, Residual).
 //! * [`top_k`]: how many and which activations a pruning percentile keeps (ASH, SCALE).
 //! * [`cosine`]: blocked cosine similarities against label embeddings (MCM, NegLabel).
+//! * [`predicted_means`]: streamed mean features per predicted class (SHE, CARef, CADRef).
 
 pub(crate) mod class_stats;
 pub(crate) mod cosine;
@@ -18,5 +19,6 @@ pub(crate) mod logits;
 pub(crate) mod moments;
 pub(crate) mod neighbours;
 pub(crate) mod percentile;
+pub(crate) mod predicted_means;
 pub(crate) mod residual_space;
 pub(crate) mod top_k;

@@ -6,13 +6,13 @@
 //! Gram matrix, taken around a shift (the first chunk's mean) so that the `G/N − ȳȳᵀ` step does
 //! not cancel catastrophically; peak memory is one chunk plus `O(d²)`. Used by
 //! [`Dice`](crate::detectors::Dice), [`Fdbd`](crate::detectors::Fdbd) and
-//! [`Nci`](crate::detectors::Nci) (mean) and [`Neco`](crate::detectors::Neco) (mean and
-//! covariance).
+//! [`Nci`](crate::detectors::Nci) (mean), [`Neco`](crate::detectors::Neco) (mean and
+//! covariance) and [`Ssd`](crate::detectors::Ssd) (of the normalised features).
 
 use crate::error::Result;
 use crate::features::{DEFAULT_CHUNK_ROWS, FitData};
 use crate::linalg::gram_accumulate;
-use ndarray::{Array1, Array2, Axis};
+use ndarray::{Array1, Array2, ArrayView2, Axis};
 
 /// Mean fit feature in f64, streamed.
 pub(crate) fn mean_feature(data: &FitData<'_>) -> Result<Array1<f64>> {
@@ -43,12 +43,22 @@ pub(crate) fn fit_moments(data: &FitData<'_>) -> Result<Moments> {
 
 /// [`fit_moments`] with an explicit chunk size.
 pub(crate) fn fit_moments_chunked(data: &FitData<'_>, chunk_rows: usize) -> Result<Moments> {
+    fit_moments_mapped(data, chunk_rows, |chunk| chunk.mapv(|v| v as f64))
+}
+
+/// [`fit_moments`] of the rows after `map`, applied to each `(rows, d)` chunk of features (it
+/// must keep the row count and the dimension), e.g. L2-normalised rows (SSD).
+pub(crate) fn fit_moments_mapped(
+    data: &FitData<'_>,
+    chunk_rows: usize,
+    map: impl Fn(ArrayView2<'_, f32>) -> Array2<f64>,
+) -> Result<Moments> {
     let d = data.dim();
     let mut sum = Array1::<f64>::zeros(d);
     let mut gram = Array2::<f64>::zeros((d, d));
     let mut shift: Option<Array1<f64>> = None;
     data.for_each_embedding_chunk(chunk_rows, |chunk| {
-        let mut y = chunk.mapv(|v| v as f64);
+        let mut y = map(chunk);
         let sh = shift.get_or_insert_with(|| y.mean_axis(Axis(0)).expect("chunk is non-empty"));
         y -= &*sh;
         sum += &y.sum_axis(Axis(0));

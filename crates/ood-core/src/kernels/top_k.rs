@@ -1,4 +1,4 @@
-//! Top-k selection of activations (ASH, SCALE): how many activations a pruning percentile keeps,
+//! Top-k selection of activations (ASH, SCALE, LTS): how many activations a pruning percentile keeps,
 //! and which ones.
 
 use crate::error::{Error, Result};
