@@ -15,7 +15,10 @@ Writes into OUT_DIR:
                               "block 3" of the 3-stage CIFAR ResNet;
   adascale(o=0.05).npy        AdaSCALE's perturbed penultimate features (n, 64): OpenOOD's
                               adascale_postprocessor.py (gradient of the predicted logit, the 5% of
-                              elements with the smallest |gradient| moved by 0.5 * sign).
+                              elements with the smallest |gradient| moved by 0.5 * sign);
+  gram(powers=1..5)#NNN.npy   Gram's statistics of convolution NNN (execution order, forward hooks on
+                              every nn.Conv2d as OpenOOD's FeatureExtractor): G_p of
+                              gram_postprocessor.py for p = 1..5, concatenated, (n, 5 * channels).
 
 The network is the akamaster ResNet-20 (eager PyTorch, scripts/bench_extract_torch.py's definition,
 the shared safetensors weights); images are PIL-decoded, x/255, normalised with ImageNet mean/std
@@ -107,6 +110,24 @@ def adascale_features(body, x, o):
         return body(x + grad.sign() * mask * 0.5)[0]
 
 
+@torch.no_grad()
+def gram_statistics(body, x, powers):
+    maps = []
+    hooks = [m.register_forward_hook(lambda _m, _i, o: maps.append(o))
+             for m in body.modules() if isinstance(m, nn.Conv2d)]
+    body(x)
+    for h in hooks:
+        h.remove()
+
+    def g_p(ob, p):
+        temp = ob.detach() ** p
+        temp = temp.reshape(temp.shape[0], temp.shape[1], -1)
+        temp = torch.matmul(temp, temp.transpose(dim0=2, dim1=1)).sum(dim=2)
+        return (temp.sign() * torch.abs(temp) ** (1 / p)).reshape(temp.shape[0], -1)
+
+    return [torch.cat([g_p(f, p) for p in range(1, powers + 1)], dim=1) for f in maps]
+
+
 def main():
     out, shared, per_class = sys.argv[1], sys.argv[2], int(sys.argv[3])
     torch.set_num_threads(2)
@@ -130,6 +151,8 @@ def main():
                 z = perturbed(net, x, float(t), eps, one).numpy().astype(np.float32)
                 np.save(os.path.join(out, f"{name}(T={t},eps={eps}).npy"), z)
     np.save(os.path.join(out, "rankfeat.npy"), rankfeat(body, x).numpy().astype(np.float32))
+    for i, g in enumerate(gram_statistics(body, x, 5)):
+        np.save(os.path.join(out, f"gram(powers=1..5)#{i:03d}.npy"), g.numpy().astype(np.float32))
     np.save(os.path.join(out, "adascale(o=0.05).npy"),
             adascale_features(body, x, 0.05).numpy().astype(np.float32))
 

@@ -1,5 +1,5 @@
-//! Detectors that need the network at score time (issue 15): ODIN, i-ODIN, RankFeat and
-//! AdaSCALE's probes computed by `ood extract --with` on real CIFAR-10 JPEGs with the akamaster
+//! Detectors that need the network at score time (issue 15): ODIN, i-ODIN, RankFeat, AdaSCALE
+//! and Gram's probes computed by `ood extract --with` on real CIFAR-10 JPEGs with the akamaster
 //! ResNet-20, against a PyTorch re-typing of OpenOOD's `odin`/`iodin`/`rankfeat`/`adascale`
 //! postprocessors
 //! (`scripts/gen_probe_parity.py`, run at test time with `.venv/bin/python`), ODIN and i-ODIN
@@ -15,6 +15,8 @@
 //! `|∇ₓ|` by 0.5, so the elements at the selection's boundary can differ likewise: its perturbed
 //! features must be within 1e-4 except in at most 3 images, and those within 0.25 (seen: 2
 //! images, 0.09 on features up to 4.5). RankFeat has no such step: every logit within 1e-4.
+//! Gram's statistics of the 19 convolutions (raw outputs, as forward hooks see them) must be
+//! within 1e-4 relative on every image (seen: bit-identical).
 
 mod common;
 
@@ -69,17 +71,25 @@ fn odin_iodin_and_rank_feat_probes_match_pytorch_on_resnet20() {
         "--out",
         s(&out),
         "--with",
-        "odin,iodin,rank_feat,ada_scale",
+        "odin,iodin,rank_feat,ada_scale,gram",
         "--with-sweep",
     ]);
     ok(ood(&args));
     let f = ood_core::Features::load(&out).unwrap();
-    assert_eq!(f.probes.len(), 18, "{:?}", f.probes.keys());
+    // 16 ODIN/i-ODIN settings, RankFeat, AdaSCALE, and Gram's 19 convolutions of ResNet-20.
+    assert_eq!(f.probes.len(), 16 + 1 + 1 + 19, "{:?}", f.probes.keys());
     for (name, got) in &f.probes {
         let key = name.strip_prefix("probe:").unwrap();
         let want = ood_nn::data::npy::read_npy(dir.join(format!("{key}.npy")))
             .unwrap_or_else(|e| panic!("reference {key}: {e}"));
-        let w = if key.starts_with("adascale") { 64 } else { 10 };
+        // Gram: one part per convolution, 5 powers x its channels; values up to ~1e4, so the
+        // difference is scaled by max(|reference|, 1).
+        let gram = key.starts_with("gram");
+        let w = match key {
+            k if k.starts_with("adascale") => 64,
+            _ if gram => want.shape[1],
+            _ => 10,
+        };
         assert_eq!(want.shape, [100, w], "{key}");
         let want = want.to_f32();
         let mut off = 0;
@@ -88,13 +98,13 @@ fn odin_iodin_and_rank_feat_probes_match_pytorch_on_resnet20() {
             let d = row
                 .iter()
                 .zip(&want[i * w..(i + 1) * w])
-                .map(|(a, b)| (a - b).abs())
+                .map(|(a, b)| (a - b).abs() / if gram { b.abs().max(1.0) } else { 1.0 })
                 .fold(0.0, f32::max);
             worst = worst.max(d);
             off += usize::from(d > 1e-4);
         }
         eprintln!("{key}: worst {worst:.2e}, rows beyond 1e-4: {off}");
-        if key == "rankfeat" {
+        if key == "rankfeat" || gram {
             assert_eq!(off, 0, "{key}: worst {worst}");
         } else if key.starts_with("adascale") {
             assert!(
@@ -181,7 +191,7 @@ fn odin_iodin_and_rank_feat_probes_match_pytorch_on_resnet20() {
         serde_json::from_str(&t).unwrap()
     };
     assert_ne!(cfg(&plain)["cache_key"], cfg(&out)["cache_key"]);
-    assert_eq!(cfg(&out)["probes"].as_array().unwrap().len(), 18);
+    assert_eq!(cfg(&out)["probes"].as_array().unwrap().len(), 19);
 
     // `--with` a detector that needs no network is an error naming it.
     let mut args = base.to_vec();
@@ -196,12 +206,12 @@ fn odin_iodin_and_rank_feat_probes_match_pytorch_on_resnet20() {
     let fit = dir.join("fit.safetensors");
     args.extend(["--out", s(&fit), "--head-out", s(&head)]);
     ok(ood(&args));
-    // OOD stand-in: the same images flipped upside down are not what the network saw in training.
-    let eval = |id: &Path, ood_set: &Path, detectors: &str| {
+    // OOD stand-in: the same file (AUROC 0.5: these checks are about which detectors run).
+    let eval_fit = |fit: &Path, id: &Path, ood_set: &Path, detectors: &str| {
         let o = ood(&[
             "eval",
             "--fit",
-            s(&fit),
+            s(fit),
             "--head",
             s(&head),
             "--id",
@@ -219,6 +229,7 @@ fn odin_iodin_and_rank_feat_probes_match_pytorch_on_resnet20() {
             String::from_utf8_lossy(&o.stdout).into_owned(),
         )
     };
+    let eval = |id: &Path, ood_set: &Path, detectors: &str| eval_fit(&fit, id, ood_set, detectors);
     let (code, err, _) = eval(&plain, &plain, "odin");
     assert_eq!(code, Some(2), "{err}");
     assert!(
@@ -236,6 +247,13 @@ fn odin_iodin_and_rank_feat_probes_match_pytorch_on_resnet20() {
     assert_eq!(code, Some(0), "{err}");
     assert!(
         table.contains("skipped ada_scale") && table.contains("probe:adascale(o=0.05)"),
+        "{table}"
+    );
+    // With the probes in the fit file too, AdaSCALE and Gram fit and score.
+    let (code, err, table) = eval_fit(&out, &out, &out, "ada_scale,gram");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        table.contains("ada_scale") && table.contains("gram") && !table.contains("skipped"),
         "{table}"
     );
     let (code, err, table) = eval(&plain, &plain, "msp,odin");

@@ -271,7 +271,11 @@ fn missing_probe(spec: &DetectorSpec, input: &BenchmarkInput<'_>) -> Option<Stri
         .chain(input.ood.iter().map(|s| (s.name.as_str(), &s.features)));
     for (set, f) in sets {
         for p in spec.probes() {
-            if let Err(e) = f.probe(&p, spec.name()) {
+            if !f.has_probe(&p) {
+                let e = Error::MissingProbe {
+                    detector: spec.name().into(),
+                    tensor: p.tensor_name(),
+                };
                 return Some(format!("set {set}: {e}"));
             }
         }

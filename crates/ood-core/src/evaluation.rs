@@ -268,11 +268,7 @@ pub fn search(
         // hold every candidate's probe tensors.
         let lacking = DetectorSpec::probes_of(std::slice::from_ref(d), true)
             .into_iter()
-            .find(|p| {
-                [val_id, val_ood]
-                    .iter()
-                    .any(|f| f.probe(p, d.name()).is_err())
-            });
+            .find(|p| [val_id, val_ood].iter().any(|f| !f.has_probe(p)));
         if let Some(p) = lacking {
             out.warnings.push(format!(
                 "{} was not searched: the val files lack '{}' (extract them with `ood extract --with {} --with-sweep`)",

@@ -93,6 +93,52 @@ impl Features {
         Ok(())
     }
 
+    /// Whether the features hold `probe`, as one tensor or as parts ([`Probe::part_name`]).
+    pub fn has_probe(&self, probe: &Probe) -> bool {
+        let name = probe.tensor_name();
+        let prefix = format!("{name}#");
+        self.probes.contains_key(&name)
+            || self
+                .probes
+                .range(prefix.clone()..)
+                .next()
+                .is_some_and(|(k, _)| k.starts_with(&prefix))
+    }
+
+    /// The parts of a probe stored as several tensors ([`Probe::part_name`]), in part order, or
+    /// [`Error::MissingProbe`] naming `detector` when there is none.
+    pub fn probe_parts(&self, probe: &Probe, detector: &str) -> Result<Vec<ArrayView2<'_, f32>>> {
+        let prefix = format!("{}#", probe.tensor_name());
+        let parts: Vec<ArrayView2<'_, f32>> = self
+            .probes
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(_, v)| v.view())
+            .collect();
+        if parts.is_empty() {
+            return Err(Error::MissingProbe {
+                detector: detector.to_string(),
+                tensor: probe.part_name(0),
+            });
+        }
+        Ok(parts)
+    }
+
+    /// Stores part `i` of a probe stored as several tensors ([`Probe::part_name`]).
+    pub fn set_probe_part(&mut self, probe: &Probe, i: usize, values: Array2<f32>) -> Result<()> {
+        let name = probe.part_name(i);
+        if values.nrows() != self.len() {
+            return Err(Error::dim(
+                format!("rows of '{name}'"),
+                self.len(),
+                values.nrows(),
+            ));
+        }
+        check_finite(&name, values.iter())?;
+        self.probes.insert(name, values);
+        Ok(())
+    }
+
     /// The values of `probe`, or [`Error::MissingProbe`] naming `detector`.
     pub fn probe(&self, probe: &Probe, detector: &str) -> Result<ArrayView2<'_, f32>> {
         let name = probe.tensor_name();

@@ -49,6 +49,15 @@ pub enum Probe {
         /// Fraction of input elements perturbed.
         o: f64,
     },
+    /// Gram matrices (Sastry & Oore, ICML 2020; OpenOOD `gram_postprocessor.py`): for every
+    /// convolution's output `F` (`(channels, h·w)`, the raw convolution before BatchNorm, in
+    /// execution order) and every power `p ∈ 1..=powers`, the row sums of `Fᵖ(Fᵖ)ᵀ` taken to the
+    /// signed `1/p`-th power: `(n, channels)` per layer and power. Stored as one tensor per layer,
+    /// [`Probe::part_name`] `i`, `(n, powers · channels)` (power-major).
+    Gram {
+        /// The largest power (OpenOOD: 5, powers 1..=5).
+        powers: u32,
+    },
 }
 
 impl Probe {
@@ -66,12 +75,24 @@ impl Probe {
             } => format!("iodin(T={temperature},eps={epsilon})"),
             Probe::RankFeat => "rankfeat".into(),
             Probe::AdaScale { o } => format!("adascale(o={o})"),
+            Probe::Gram { powers } => format!("gram(powers=1..{powers})"),
         }
     }
 
     /// The name of the probe's tensor in a feature file: `probe:` + [`Probe::key`].
     pub fn tensor_name(&self) -> String {
         format!("{TENSOR_PREFIX}{}", self.key())
+    }
+
+    /// Whether the probe is stored as several tensors (parts), not one.
+    pub fn multi_part(&self) -> bool {
+        matches!(self, Probe::Gram { .. })
+    }
+
+    /// The name of part `i` of a probe stored as several tensors ([`Probe::Gram`]: one per
+    /// layer): [`Probe::tensor_name`] + `#` + `i` in three digits, so names sort in part order.
+    pub fn part_name(&self, i: usize) -> String {
+        format!("{}#{i:03}", self.tensor_name())
     }
 
     /// The method whose network computation this is (`odin`, `iodin`, `rank_feat`,
@@ -82,6 +103,7 @@ impl Probe {
             Probe::Iodin { .. } => "iodin",
             Probe::RankFeat => "rank_feat",
             Probe::AdaScale { .. } => "ada_scale",
+            Probe::Gram { .. } => "gram",
         }
     }
 }

@@ -93,6 +93,13 @@ pub trait Network: Send {
     fn staged(&self) -> Option<&dyn Staged> {
         None
     }
+    /// Every convolution's raw output (before BatchNorm) of an eval-mode forward pass, in
+    /// execution order, for probes that read them (Gram); `None` when the network does not
+    /// expose them.
+    fn conv_outputs(&self, x: &Tensor) -> Option<Vec<Tensor>> {
+        let _ = x;
+        None
+    }
 }
 
 /// A network as `stem → stage 0 → … → stage K−1 → pool → head` (the residual stages of a
@@ -320,7 +327,8 @@ pub fn extract(
             probes.push(*p);
         }
     }
-    let mut probe_values: Vec<(Vec<f32>, usize)> = vec![(Vec::new(), 0); probes.len()];
+    // Per probe, per part: values and width.
+    let mut probe_values: Vec<Vec<(Vec<f32>, usize)>> = vec![Vec::new(); probes.len()];
     let ctx = crate::probes::ProbeContext {
         std: opts.preprocess.std,
     };
@@ -390,12 +398,17 @@ pub fn extract(
             let out = in_precision(opts.precision, device, || {
                 tch::no_grad(|| net.forward_t(&x, false))
             });
-            for (p, (vals, k)) in probes.iter().zip(probe_values.iter_mut()) {
-                let t = in_precision(opts.precision, device, || {
+            for (p, parts) in probes.iter().zip(probe_values.iter_mut()) {
+                let ts = in_precision(opts.precision, device, || {
                     crate::probes::compute(net, &x, p, &ctx)
                 })?;
-                *k = t.size()[1] as usize;
-                vals.extend(Vec::<f32>::try_from(t.flatten(0, -1))?);
+                if parts.is_empty() {
+                    parts.resize(ts.len(), (Vec::new(), 0));
+                }
+                for (t, (vals, k)) in ts.into_iter().zip(parts.iter_mut()) {
+                    *k = t.size()[1] as usize;
+                    vals.extend(Vec::<f32>::try_from(t.flatten(0, -1))?);
+                }
             }
             let f = out
                 .features
@@ -426,10 +439,16 @@ pub fn extract(
     let lg = ndarray::Array2::from_shape_vec((n, c), logits)
         .map_err(|e| Error::Config(format!("logit shape: {e}")))?;
     let mut features = Features::new(emb, lg, Some(labels))?;
-    for (p, (vals, k)) in probes.iter().zip(probe_values) {
-        let a = ndarray::Array2::from_shape_vec((n, k), vals)
-            .map_err(|e| Error::Config(format!("{} shape: {e}", p.tensor_name())))?;
-        features.set_probe(p, a)?;
+    for (p, parts) in probes.iter().zip(probe_values) {
+        for (i, (vals, k)) in parts.into_iter().enumerate() {
+            let a = ndarray::Array2::from_shape_vec((n, k), vals)
+                .map_err(|e| Error::Config(format!("{} shape: {e}", p.tensor_name())))?;
+            if p.multi_part() {
+                features.set_probe_part(p, i, a)?;
+            } else {
+                features.set_probe(p, a)?;
+            }
+        }
     }
     let md = &mut features.metadata;
     md.insert("model".into(), net.name());

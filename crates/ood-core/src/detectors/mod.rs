@@ -20,6 +20,7 @@ pub mod energy;
 pub mod fdbd;
 pub mod r#gen;
 pub mod grad_norm;
+pub mod gram;
 pub mod iodin;
 pub mod klm;
 pub mod knn;
@@ -56,6 +57,7 @@ pub use energy::Energy;
 pub use fdbd::Fdbd;
 pub use r#gen::Gen;
 pub use grad_norm::GradNorm;
+pub use gram::Gram;
 pub use iodin::Iodin;
 pub use klm::Klm;
 pub use knn::Knn;
@@ -210,6 +212,7 @@ registry! {
     Iodin(Iodin),
     RankFeat(RankFeat),
     AdaScale(AdaScale),
+    Gram(Gram),
     Relation(Relation),
     Ssd(Ssd),
     Caref(Caref),

@@ -82,6 +82,10 @@ impl DetectorSpec {
                 network: true,
                 ..Needs::new(false, false, false, false)
             },
+            Gram(_) => Needs {
+                network: true,
+                ..Needs::new(false, true, false, true)
+            },
             AdaScale(_) => Needs {
                 network: true,
                 ..Needs::new(true, false, true, false)
@@ -109,6 +113,7 @@ impl DetectorSpec {
     pub fn fit_probes(&self) -> Vec<Probe> {
         match self {
             DetectorSpec::AdaScale(d) => vec![d.probe()],
+            DetectorSpec::Gram(d) => vec![d.probe()],
             _ => Vec::new(),
         }
     }
@@ -139,6 +144,7 @@ impl DetectorSpec {
             Iodin(d) => vec![d.probe()],
             RankFeat(_) => vec![Probe::RankFeat],
             AdaScale(d) => vec![d.probe()],
+            Gram(d) => vec![d.probe()],
             _ => Vec::new(),
         }
     }

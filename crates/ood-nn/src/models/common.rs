@@ -97,6 +97,24 @@ pub(crate) struct ConvBn {
     folded: Option<(Tensor, Tensor)>,
 }
 
+thread_local! {
+    /// Raw convolution outputs recorded by [`ConvBn::forward_t`] inside [`with_conv_taps`].
+    static CONV_TAPS: std::cell::RefCell<Option<Vec<Tensor>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` (an eval-mode forward pass) with every [`ConvBn`] taking its unfolded path and
+/// recording its raw convolution output (before BatchNorm), and returns `f`'s result with those
+/// outputs in execution order (what forward hooks on PyTorch's `nn.Conv2d` modules see).
+pub(crate) fn with_conv_taps<T>(f: impl FnOnce() -> T) -> (T, Vec<Tensor>) {
+    CONV_TAPS.with(|t| *t.borrow_mut() = Some(Vec::new()));
+    let out = f();
+    let taps = CONV_TAPS
+        .with(|t| t.borrow_mut().take())
+        .unwrap_or_default();
+    (out, taps)
+}
+
 impl ConvBn {
     /// A bias-free `k x k` convolution under `conv` and a PyTorch-initialised BatchNorm under
     /// `bn` (see [`conv2d`], [`batch_norm2d`]).
@@ -123,6 +141,15 @@ impl ConvBn {
     /// Conv then BN (batch statistics when `train`), or the folded convolution in eval mode once
     /// [`ConvBn::fold`] ran.
     pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        if !train && CONV_TAPS.with(|t| t.borrow().is_some()) {
+            let c = x.apply(&self.conv);
+            CONV_TAPS.with(|t| {
+                if let Some(v) = t.borrow_mut().as_mut() {
+                    v.push(c.shallow_clone());
+                }
+            });
+            return c.apply_t(&self.bn, false);
+        }
         match (&self.folded, train) {
             // Channels-last input (a no-op for the activations of folded layers, which already
             // are): oneDNN then keeps every activation channels-last.

@@ -290,6 +290,16 @@ impl Network for Net {
     fn staged(&self) -> Option<&dyn crate::network::Staged> {
         Some(self)
     }
+    fn conv_outputs(&self, x: &Tensor) -> Option<Vec<Tensor>> {
+        // The architectures whose every convolution is a `ConvBn` and whose ReLUs are functions
+        // (no `nn.ReLU` modules for hooks to see), as OpenOOD's ResNet18_32x32 and akamaster's.
+        match &self.model {
+            Model::He(_) | Model::ResNet32x32(_) => {
+                Some(common::with_conv_taps(|| tch::no_grad(|| self.forward_t(x, false))).1)
+            }
+            Model::Wrn(_) | Model::Torchvision(_) => None,
+        }
+    }
 }
 
 impl crate::network::Staged for Net {

@@ -4,6 +4,7 @@
 //! per method.
 
 pub mod ada_scale;
+pub mod gram;
 pub mod iodin;
 pub mod odin;
 pub mod rank_feat;
@@ -22,10 +23,27 @@ pub struct ProbeContext {
 }
 
 /// Computes `probe` on a batch of normalised images `x` `(n, 3, h, w)` on the network's device:
-/// an `(n, k)` float32 tensor on the CPU. Gradients are enabled inside (the caller's no-grad
-/// mode does not apply); the network's parameters are not changed and receive no gradient that
-/// outlives the call.
-pub fn compute(net: &dyn Network, x: &Tensor, probe: &Probe, ctx: &ProbeContext) -> Result<Tensor> {
+/// `(n, k)` float32 tensors on the CPU, one per part ([`Probe::multi_part`]; one for the
+/// others). Gradients are enabled inside where needed (the caller's no-grad mode does not
+/// apply); the network's parameters are not changed and receive no gradient that outlives the
+/// call.
+pub fn compute(
+    net: &dyn Network,
+    x: &Tensor,
+    probe: &Probe,
+    ctx: &ProbeContext,
+) -> Result<Vec<Tensor>> {
+    let cpu = |t: Tensor| {
+        t.to_device(tch::Device::Cpu)
+            .to_kind(Kind::Float)
+            .contiguous()
+    };
+    if let Probe::Gram { powers } = *probe {
+        return Ok(gram::layer_statistics(net, x, powers)?
+            .into_iter()
+            .map(cpu)
+            .collect());
+    }
     let out = match *probe {
         Probe::Odin {
             temperature,
@@ -37,11 +55,9 @@ pub fn compute(net: &dyn Network, x: &Tensor, probe: &Probe, ctx: &ProbeContext)
         } => iodin::perturbed_logits(net, x, temperature, epsilon, ctx),
         Probe::RankFeat => rank_feat::logits(net, x)?,
         Probe::AdaScale { o } => ada_scale::perturbed_features(net, x, o),
+        Probe::Gram { .. } => unreachable!("handled above"),
     };
-    Ok(out
-        .to_device(tch::Device::Cpu)
-        .to_kind(Kind::Float)
-        .contiguous())
+    Ok(vec![cpu(out)])
 }
 
 /// The gradient of `Σᵢ CE(f(xᵢ)/T, argmax f(xᵢ))` with respect to the normalised input `x`
