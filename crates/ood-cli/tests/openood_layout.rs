@@ -237,11 +237,9 @@ fn openood_cifar10_on_a_miniature_layout_equals_extract_and_eval() {
         if name == "train" {
             args.extend(["--head-out", &head_s]);
         }
-        // The scored sets and ID val (AdaSCALE fits there) carry what the network detectors
-        // need, as `ood bench` computes it itself.
-        if name != "train" {
-            args.extend(["--with", "network"]);
-        }
+        // Every set carries what the network detectors need (scored sets; ID val, where
+        // AdaSCALE fits; train, where Gram fits), as `ood bench` computes it itself.
+        args.extend(["--with", "network"]);
         ok(ood(&args));
         out.to_str().unwrap().to_string()
     };

@@ -107,12 +107,26 @@ pub fn run(a: BenchArgs) -> Result<()> {
     // on the set they fit on (ID val when the benchmark has it, as OpenOOD).
     let score_probes = DetectorSpec::probes_of(&opts.detectors, false);
     let val_probes = DetectorSpec::probes_of(&opts.detectors, true);
-    let fit_probes = DetectorSpec::fit_probes_of(&opts.detectors, a.run.sweep);
+    let (on_val, on_fit): (Vec<DetectorSpec>, Vec<DetectorSpec>) = opts
+        .detectors
+        .iter()
+        .cloned()
+        .partition(DetectorSpec::fits_on_val);
+    let val_fit_probes = DetectorSpec::fit_probes_of(&on_val, a.run.sweep);
+    let mut fit_probes = DetectorSpec::fit_probes_of(&on_fit, a.run.sweep);
     let has_fit_val = bench.one(Role::FitVal).is_some();
+    if !has_fit_val {
+        fit_probes.extend(
+            val_fit_probes
+                .iter()
+                .filter(|p| !fit_probes.contains(p))
+                .copied()
+                .collect::<Vec<_>>(),
+        );
+    }
     let probes = |r: Role| match r {
-        Role::FitVal => fit_probes.clone(),
-        Role::Fit if !has_fit_val => fit_probes.clone(),
-        Role::Fit => Vec::new(),
+        Role::FitVal => val_fit_probes.clone(),
+        Role::Fit => fit_probes.clone(),
         Role::ValId | Role::ValOod if !a.run.sweep => Vec::new(),
         Role::ValId | Role::ValOod => val_probes.clone(),
         _ => score_probes.clone(),
