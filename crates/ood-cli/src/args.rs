@@ -143,6 +143,11 @@ pub struct DemoArgs {
     /// Reduced sizes (500 training and 100 test images per class, 300 per OOD set): CI and tests.
     #[arg(long)]
     pub quick: bool,
+    /// Also run the detectors that need the network at score time (odin, iodin, rank_feat,
+    /// ada_scale, gram): their probes are computed during extraction, which then takes about
+    /// ten times longer (BENCHMARKS.md). Without it they are left out of `--detectors all`.
+    #[arg(long)]
+    pub with_network: bool,
     /// Training epochs.
     #[arg(long, default_value_t = 4, value_parser = positive)]
     pub epochs: usize,
