@@ -6,10 +6,11 @@
 //! (3.194300, 1.742536, 4.718944).
 
 use super::DetectorParams;
-use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores, logsumexp};
+use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores};
 use crate::error::{Error, Result};
 use crate::features::{Features, FitData, Head};
-use ndarray::{Array1, ArrayView2};
+use crate::kernels::logits::energies_at;
+use ndarray::Array1;
 use serde::{Deserialize, Serialize};
 
 /// Negative free energy with temperature.
@@ -51,20 +52,8 @@ impl Detector for Energy {
 impl Scorer for EnergyScorer {
     fn score(&self, x: &Features) -> Result<Array1<f32>> {
         check_input(x, &self.head)?;
-        check_scores("energy", energy_scores(x.logits.view(), self.temperature))
+        check_scores("energy", energies_at(x.logits.view(), self.temperature))
     }
-}
-
-/// `T · lse(z / T)` of every row of `logits` (Energy, and RankFeat on its logits).
-pub(crate) fn energy_scores(logits: ArrayView2<'_, f32>, t: f32) -> Array1<f32> {
-    logits
-        .rows()
-        .into_iter()
-        .map(|r| {
-            let scaled: Vec<f32> = r.iter().map(|&z| z / t).collect();
-            (t as f64 * logsumexp(&scaled)) as f32
-        })
-        .collect()
 }
 
 impl DetectorParams for Energy {

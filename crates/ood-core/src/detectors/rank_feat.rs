@@ -15,10 +15,10 @@
 //! images (`ood-cli/tests/network_probes.rs`).
 
 use super::DetectorParams;
-use super::energy::energy_scores;
 use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores};
 use crate::error::{Error, Result};
 use crate::features::{Features, FitData, Head};
+use crate::kernels::logits::energies_at;
 use crate::probes::Probe;
 use ndarray::Array1;
 use serde::{Deserialize, Serialize};
@@ -70,7 +70,7 @@ impl Scorer for RankFeatScorer {
                 z.ncols(),
             ));
         }
-        check_scores(RankFeat::NAME, energy_scores(z, self.temperature))
+        check_scores(RankFeat::NAME, energies_at(z, self.temperature))
     }
 }
 
