@@ -27,6 +27,7 @@ pub mod knn;
 pub mod lts;
 pub mod mahalanobis;
 pub mod max_logit;
+pub mod mc_dropout;
 pub mod mcm;
 pub mod msp;
 pub mod nci;
@@ -64,6 +65,7 @@ pub use knn::Knn;
 pub use lts::Lts;
 pub use mahalanobis::Mahalanobis;
 pub use max_logit::MaxLogit;
+pub use mc_dropout::McDropout;
 pub use mcm::Mcm;
 pub use msp::Msp;
 pub use nci::Nci;
@@ -213,6 +215,7 @@ registry! {
     RankFeat(RankFeat),
     AdaScale(AdaScale),
     Gram(Gram),
+    McDropout(McDropout),
     Relation(Relation),
     Ssd(Ssd),
     Caref(Caref),

@@ -61,6 +61,7 @@ impl DetectorSpec {
             Msp(_) | MaxLogit(_) | Energy(_) | Gen(_) | Klm(_) => {
                 Needs::new(false, true, false, false)
             }
+            McDropout(_) => Needs::new(true, false, true, false),
             GradNorm(_) | NnGuide(_) | Relation(_) | Caref(_) | Lts(_) => {
                 Needs::new(true, true, false, false)
             }
