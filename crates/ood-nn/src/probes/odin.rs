@@ -1,7 +1,7 @@
 //! ODIN's probe ([`ood_core::probes::Probe::Odin`]; Liang et al., ICLR 2018): the logits of the
 //! input moved by `ε` against the sign of the gradient of `CE(f(x)/T, argmax f(x))`, each
 //! channel's step divided by its normalisation std — OpenOOD's `odin_postprocessor.py`, up to its
-//! loss reduction (see [`super::input_gradient`]) and its std table (see `ood_core`'s `odin`).
+//! loss reduction (see `probes::input_gradient`) and its std table (see `ood_core`'s `odin`).
 
 use super::{ProbeContext, input_gradient, plain_logits, signed_step};
 use crate::network::Network;
