@@ -8,10 +8,9 @@
 //! OpenOOD's probability). Each pass keeps each feature with probability `1 − p` and scales the
 //! kept ones by `1/(1 − p)`.
 //!
-//! OpenOOD calls `F.dropout2d` on the 2-D `(n, d)` feature matrix, which PyTorch treats as an
-//! unbatched `(channels, length)` input: it drops whole samples' feature vectors (a dropped
-//! sample's logits are the bias), not features. `whole_rows = true` reproduces that; the default
-//! drops features independently, as the method intends.
+//! OpenOOD calls `F.dropout2d` on the 2-D `(n, d)` feature matrix; PyTorch warns that 2-D input
+//! is deprecated there and drops single features, as `F.dropout` (checked on torch 2.11): the
+//! same as here.
 //!
 //! Randomness: each sample's masks come from a ChaCha8 stream seeded by `seed` and the SHA-256 of
 //! the sample's feature bytes, so a sample scores the same in any batch, file or order (OpenOOD
@@ -36,8 +35,6 @@ pub struct McDropout {
     pub p: f64,
     /// Number of stochastic passes (5).
     pub passes: usize,
-    /// Drop whole feature vectors, as OpenOOD's `F.dropout2d` on 2-D input does.
-    pub whole_rows: bool,
     /// Seed of the masks.
     pub seed: u64,
     /// Output the log-odds `ln(p / (1 − p))` instead of the probability (same ranking).
@@ -49,7 +46,6 @@ impl Default for McDropout {
         McDropout {
             p: 0.5,
             passes: 5,
-            whole_rows: false,
             seed: 0,
             log: true,
         }
@@ -116,20 +112,13 @@ impl Scorer for McDropoutScorer {
                 .zip(dropped.rows_mut())
                 .zip(rngs.iter_mut())
             {
-                if p.whole_rows {
-                    let kept = rng.r#gen::<f64>() >= p.p;
-                    out.iter_mut()
-                        .zip(h)
-                        .for_each(|(o, &v)| *o = if kept { v * keep } else { 0.0 });
-                } else {
-                    out.iter_mut().zip(h).for_each(|(o, &v)| {
-                        *o = if rng.r#gen::<f64>() >= p.p {
-                            v * keep
-                        } else {
-                            0.0
-                        }
-                    });
-                }
+                out.iter_mut().zip(h).for_each(|(o, &v)| {
+                    *o = if rng.r#gen::<f64>() >= p.p {
+                        v * keep
+                    } else {
+                        0.0
+                    }
+                });
             }
             let z = self.head.logits(dropped.view())?;
             sum.zip_mut_with(&z, |s, &v| *s += v as f64);
@@ -180,12 +169,11 @@ mod tests {
     }
 
     #[test]
-    fn mc_dropout_whole_rows_gives_bias_or_scaled_logits_and_is_order_free() {
-        // One pass: each sample's logits are either the bias (dropped) or W·2h + b (kept).
+    fn mc_dropout_one_pass_is_the_msp_of_a_masked_feature_and_is_order_free() {
+        // One pass, d = 2: each sample's logits are W·(2·m ⊙ h) + b for one of the 4 masks m.
         let (f, head) = toy();
         let d = McDropout {
             passes: 1,
-            whole_rows: true,
             log: false,
             ..McDropout::default()
         };
@@ -197,14 +185,19 @@ mod tests {
             e.iter().cloned().fold(0.0, f64::max) / e.iter().sum::<f64>()
         };
         for (i, h) in f.embeddings.rows().into_iter().enumerate() {
-            let dropped = msp(head.bias.to_vec());
-            let kept = msp((0..3)
-                .map(|c| head.weight.row(c).dot(&h) * 2.0 + head.bias[c])
-                .collect());
+            let options: Vec<f64> = [[0.0f32, 0.0], [2.0, 0.0], [0.0, 2.0], [2.0, 2.0]]
+                .iter()
+                .map(|m| {
+                    let x = array![h[0] * m[0], h[1] * m[1]];
+                    msp((0..3)
+                        .map(|c| head.weight.row(c).dot(&x) + head.bias[c])
+                        .collect())
+                })
+                .collect();
             let v = s[i] as f64;
             assert!(
-                (v - dropped).abs() < 1e-6 || (v - kept).abs() < 1e-6,
-                "row {i}: {v} is neither {dropped} nor {kept}"
+                options.iter().any(|o| (v - o).abs() < 1e-6),
+                "row {i}: {v} is none of {options:?}"
             );
         }
         // The same samples in another order and batch score the same.
