@@ -80,7 +80,11 @@ impl Features {
 
     /// Stores the `(n, k)` values of `probe`, checking the row count and finiteness.
     pub fn set_probe(&mut self, probe: &Probe, values: Array2<f32>) -> Result<()> {
-        let name = probe.tensor_name();
+        self.insert_probe(probe.tensor_name(), values)
+    }
+
+    /// Stores a probe tensor under `name`, checking the row count and finiteness.
+    fn insert_probe(&mut self, name: String, values: Array2<f32>) -> Result<()> {
         if values.nrows() != self.len() {
             return Err(Error::dim(
                 format!("rows of '{name}'"),
@@ -93,28 +97,24 @@ impl Features {
         Ok(())
     }
 
+    /// The parts `probe:KEY#NNN` of a probe stored as several tensors, in part order.
+    fn parts_of(&self, probe: &Probe) -> impl Iterator<Item = &Array2<f32>> {
+        let prefix = format!("{}#", probe.tensor_name());
+        self.probes
+            .range(prefix.clone()..)
+            .take_while(move |(k, _)| k.starts_with(&prefix))
+            .map(|(_, v)| v)
+    }
+
     /// Whether the features hold `probe`, as one tensor or as parts ([`Probe::part_name`]).
     pub fn has_probe(&self, probe: &Probe) -> bool {
-        let name = probe.tensor_name();
-        let prefix = format!("{name}#");
-        self.probes.contains_key(&name)
-            || self
-                .probes
-                .range(prefix.clone()..)
-                .next()
-                .is_some_and(|(k, _)| k.starts_with(&prefix))
+        self.probes.contains_key(&probe.tensor_name()) || self.parts_of(probe).next().is_some()
     }
 
     /// The parts of a probe stored as several tensors ([`Probe::part_name`]), in part order, or
     /// [`Error::MissingProbe`] naming `detector` when there is none.
     pub fn probe_parts(&self, probe: &Probe, detector: &str) -> Result<Vec<ArrayView2<'_, f32>>> {
-        let prefix = format!("{}#", probe.tensor_name());
-        let parts: Vec<ArrayView2<'_, f32>> = self
-            .probes
-            .range(prefix.clone()..)
-            .take_while(|(k, _)| k.starts_with(&prefix))
-            .map(|(_, v)| v.view())
-            .collect();
+        let parts: Vec<ArrayView2<'_, f32>> = self.parts_of(probe).map(|v| v.view()).collect();
         if parts.is_empty() {
             return Err(Error::MissingProbe {
                 detector: detector.to_string(),
@@ -126,17 +126,7 @@ impl Features {
 
     /// Stores part `i` of a probe stored as several tensors ([`Probe::part_name`]).
     pub fn set_probe_part(&mut self, probe: &Probe, i: usize, values: Array2<f32>) -> Result<()> {
-        let name = probe.part_name(i);
-        if values.nrows() != self.len() {
-            return Err(Error::dim(
-                format!("rows of '{name}'"),
-                self.len(),
-                values.nrows(),
-            ));
-        }
-        check_finite(&name, values.iter())?;
-        self.probes.insert(name, values);
-        Ok(())
+        self.insert_probe(probe.part_name(i), values)
     }
 
     /// The values of `probe`, or [`Error::MissingProbe`] naming `detector`.

@@ -108,6 +108,15 @@ impl Probe {
     }
 }
 
+/// Appends to `out` the probes of `more` it does not hold yet, in order.
+pub fn extend_unique(out: &mut Vec<Probe>, more: impl IntoIterator<Item = Probe>) {
+    for p in more {
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+}
+
 /// The cache-key suffix of a set of probes: their keys, sorted and deduplicated, joined by `+`
 /// (empty for none, so extractions without probes keep their keys).
 pub fn probes_key(probes: &[Probe]) -> String {

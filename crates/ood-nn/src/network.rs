@@ -322,11 +322,7 @@ pub fn extract(
     let mut labels: Vec<i64> = Vec::new();
     let mut skipped = Vec::new();
     let mut probes: Vec<ood_core::probes::Probe> = Vec::new();
-    for p in &opts.probes {
-        if !probes.contains(p) {
-            probes.push(*p);
-        }
-    }
+    ood_core::probes::extend_unique(&mut probes, opts.probes.iter().copied());
     // Per probe, per part: values and width.
     let mut probe_values: Vec<Vec<(Vec<f32>, usize)>> = vec![Vec::new(); probes.len()];
     let ctx = crate::probes::ProbeContext {

@@ -116,13 +116,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let mut fit_probes = DetectorSpec::fit_probes_of(&on_fit, a.run.sweep);
     let has_fit_val = bench.one(Role::FitVal).is_some();
     if !has_fit_val {
-        fit_probes.extend(
-            val_fit_probes
-                .iter()
-                .filter(|p| !fit_probes.contains(p))
-                .copied()
-                .collect::<Vec<_>>(),
-        );
+        ood_core::probes::extend_unique(&mut fit_probes, val_fit_probes.iter().copied());
     }
     let probes = |r: Role| match r {
         Role::FitVal => val_fit_probes.clone(),

@@ -47,11 +47,10 @@ fn requested_probes(a: &ExtractArgs) -> Result<Vec<ood_core::probes::Probe>> {
         );
     }
     let mut probes = ood_core::DetectorSpec::probes_of(&specs, a.with_sweep);
-    for p in ood_core::DetectorSpec::fit_probes_of(&specs, a.with_sweep) {
-        if !probes.contains(&p) {
-            probes.push(p);
-        }
-    }
+    ood_core::probes::extend_unique(
+        &mut probes,
+        ood_core::DetectorSpec::fit_probes_of(&specs, a.with_sweep),
+    );
     Ok(probes)
 }
 

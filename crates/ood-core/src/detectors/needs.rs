@@ -4,7 +4,7 @@
 //! it needs here.
 
 use super::DetectorSpec;
-use crate::probes::Probe;
+use crate::probes::{Probe, extend_unique};
 use serde::{Deserialize, Serialize};
 
 /// The inputs a detector reads (fit and score alike, except `labels`, which only fitting reads).
@@ -97,13 +97,20 @@ impl DetectorSpec {
     /// The probes of `specs` without repeats, in first-seen order; with `sweep`, also those of
     /// their search grids (what the validation sets of a parameter search need).
     pub fn probes_of(specs: &[DetectorSpec], sweep: bool) -> Vec<Probe> {
-        let mut out: Vec<Probe> = Vec::new();
+        Self::collect_probes(specs, sweep, DetectorSpec::probes)
+    }
+
+    /// `of` of `specs` (and of their grids with `sweep`) without repeats, in first-seen order.
+    fn collect_probes(
+        specs: &[DetectorSpec],
+        sweep: bool,
+        of: fn(&DetectorSpec) -> Vec<Probe>,
+    ) -> Vec<Probe> {
+        let mut out = Vec::new();
         for s in specs {
             let grid = if sweep { s.sweep() } else { Vec::new() };
-            for p in std::iter::once(s).chain(&grid).flat_map(|d| d.probes()) {
-                if !out.contains(&p) {
-                    out.push(p);
-                }
+            for d in std::iter::once(s).chain(&grid) {
+                extend_unique(&mut out, of(d));
             }
         }
         out
@@ -122,16 +129,7 @@ impl DetectorSpec {
     /// [`DetectorSpec::fit_probes`] of `specs` without repeats; with `sweep`, also those of their
     /// search grids.
     pub fn fit_probes_of(specs: &[DetectorSpec], sweep: bool) -> Vec<Probe> {
-        let mut out: Vec<Probe> = Vec::new();
-        for s in specs {
-            let grid = if sweep { s.sweep() } else { Vec::new() };
-            for p in std::iter::once(s).chain(&grid).flat_map(|d| d.fit_probes()) {
-                if !out.contains(&p) {
-                    out.push(p);
-                }
-            }
-        }
-        out
+        Self::collect_probes(specs, sweep, DetectorSpec::fit_probes)
     }
 
     /// The network computations this detector scores ([`crate::probes`]): extraction must store
