@@ -199,6 +199,18 @@ fn odin_iodin_and_rank_feat_probes_match_pytorch_on_resnet20() {
     args.extend(["--out", s(&bad), "--with", "odin,knn"]);
     assert_fails(&ood(&args), &["--with", "knn", "odin, iodin"]);
     assert!(!bad.exists());
+    // A probe parameter the network side cannot run with is an error naming it, before any work.
+    let mut args = base.to_vec();
+    args.extend([
+        "--out",
+        s(&bad),
+        "--with",
+        "ada_scale",
+        "--param",
+        "ada_scale.o=2",
+    ]);
+    assert_fails(&ood(&args), &["ada_scale", "o must be in (0, 1]"]);
+    assert!(!bad.exists());
 
     // `ood eval`: plain files skip ODIN with the command that computes it; probed ones run it.
     let head = dir.join("head.safetensors");

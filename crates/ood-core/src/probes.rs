@@ -61,6 +61,43 @@ pub enum Probe {
 }
 
 impl Probe {
+    /// Checks the parameters before any network work: `T` finite and `> 0`, `ε` finite and
+    /// `≥ 0`, `0 < o ≤ 1`, `powers ≥ 1`. The error names the probe and the parameter.
+    pub fn validate(&self) -> crate::Result<()> {
+        let bad = |what: String| {
+            Err(crate::Error::InvalidParameter(format!(
+                "{} ({}): {what}",
+                self.method(),
+                self.key()
+            )))
+        };
+        match *self {
+            Probe::Odin {
+                temperature,
+                epsilon,
+            }
+            | Probe::Iodin {
+                temperature,
+                epsilon,
+            } => {
+                if !(temperature > 0.0 && temperature.is_finite()) {
+                    return bad(format!(
+                        "temperature must be finite and > 0, got {temperature}"
+                    ));
+                }
+                if !(epsilon >= 0.0 && epsilon.is_finite()) {
+                    return bad(format!("epsilon must be finite and >= 0, got {epsilon}"));
+                }
+            }
+            Probe::AdaScale { o } if !(o > 0.0 && o <= 1.0) => {
+                return bad(format!("o must be in (0, 1], got {o}"));
+            }
+            Probe::Gram { powers: 0 } => return bad("powers must be at least 1".into()),
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// A short stable key naming the probe and its parameters, e.g. `odin(T=1000,eps=0.0014)`
     /// (part of tensor names and cache keys; `{}` formatting of f64 round-trips).
     pub fn key(&self) -> String {
@@ -153,5 +190,29 @@ mod tests {
             r#"{"name":"odin","temperature":1000.0,"epsilon":0.0014}"#
         );
         assert_eq!(serde_json::from_str::<Probe>(&j).unwrap(), a);
+        // Parameters the network side cannot run with are errors naming them, not panics.
+        assert!(a.validate().is_ok() && b.validate().is_ok());
+        for (p, needle) in [
+            (Probe::AdaScale { o: 2.0 }, "o must be"),
+            (Probe::AdaScale { o: -0.1 }, "o must be"),
+            (Probe::Gram { powers: 0 }, "powers"),
+            (
+                Probe::Odin {
+                    temperature: 0.0,
+                    epsilon: 0.1,
+                },
+                "temperature",
+            ),
+            (
+                Probe::Iodin {
+                    temperature: 1.0,
+                    epsilon: f64::NAN,
+                },
+                "epsilon",
+            ),
+        ] {
+            let e = p.validate().unwrap_err().to_string();
+            assert!(e.contains(needle) && e.contains(p.method()), "{e}");
+        }
     }
 }

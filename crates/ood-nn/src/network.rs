@@ -316,6 +316,9 @@ pub fn extract(
     if opts.batch_size == 0 {
         return Err(Error::Config("batch size must be at least 1".into()));
     }
+    for p in &opts.probes {
+        p.validate()?;
+    }
     let device = net.device();
     let mut feats: Vec<f32> = Vec::new();
     let mut logits: Vec<f32> = Vec::new();
