@@ -16,6 +16,17 @@ Writes into OUT_DIR:
   adascale(o=0.05).npy        AdaSCALE's perturbed penultimate features (n, 64): OpenOOD's
                               adascale_postprocessor.py (gradient of the predicted logit, the 5% of
                               elements with the smallest |gradient| moved by 0.5 * sign);
+  layer_means#NNN.npy         the channel means of layer NNN (0 = the stem's output, then
+                              layer1..layer3), (n, channels): OpenOOD mds_ensemble's `mean`
+                              feature type of the 4 features its ResNet returns;
+  mds_ensemble(eps=0.0014)#NNN.npy
+                              the channel means of layer NNN after Lee et al.'s input
+                              preprocessing (mds_ensemble_postprocessor.py's
+                              compute_Mahalanobis_score) with class means and the shared
+                              precision (sklearn EmpiricalCovariance: MLE covariance of the
+                              class-centred layer means, pinvh) fitted on the same n images with
+                              their folder labels; the step divided by the normalisation std as
+                              Lee et al.'s code (OpenOOD divides by 0.5);
   gram(powers=1..5)#NNN.npy   Gram's statistics of convolution NNN (execution order, forward hooks on
                               every nn.Conv2d as OpenOOD's FeatureExtractor): G_p of
                               gram_postprocessor.py for p = 1..5, concatenated, (n, 5 * channels).
@@ -128,6 +139,48 @@ def gram_statistics(body, x, powers):
     return [torch.cat([g_p(f, p) for p in range(1, powers + 1)], dim=1) for f in maps]
 
 
+def layer_outputs(body, x):
+    out = F.relu(body.bn1(body.conv1(x)))
+    maps = [out]
+    for layer in [body.layer1, body.layer2, body.layer3]:
+        out = layer(out)
+        maps.append(out)
+    return maps
+
+
+def layer_mean(body, x, l):
+    out = F.relu(body.bn1(body.conv1(x)))
+    for layer in [body.layer1, body.layer2, body.layer3][:l]:
+        out = layer(out)
+    return out.mean(dim=(2, 3))
+
+
+def class_gaussian(z, labels, classes):
+    z = z.astype(np.float64)
+    means = np.stack([z[labels == c].mean(axis=0) for c in range(classes)])
+    centred = z - means[labels]
+    cov = centred.T @ centred / len(z)
+    return means, np.linalg.pinv(cov, hermitian=True)
+
+
+def mds_perturbed(body, x, l, means, precision, eps):
+    mu = torch.from_numpy(means.astype(np.float32))
+    prec = torch.from_numpy(precision.astype(np.float32))
+    data = x.clone().requires_grad_(True)
+    feat = layer_mean(body, data, l)
+    zero_f = feat.detach().unsqueeze(1) - mu.unsqueeze(0)
+    gaussian_score = -0.5 * ((zero_f @ prec) * zero_f).sum(dim=2)
+    pred = gaussian_score.max(1)[1]
+    zero_f = feat - mu.index_select(0, pred)
+    loss = torch.mean(0.5 * ((zero_f @ prec) * zero_f).sum(dim=1))
+    loss.backward()
+    gradient = (torch.ge(data.grad.data, 0).float() - 0.5) * 2
+    for c in range(3):
+        gradient[:, c] = gradient[:, c] / STD[c]
+    with torch.no_grad():
+        return layer_mean(body, torch.add(x, gradient, alpha=-eps), l)
+
+
 def main():
     out, shared, per_class = sys.argv[1], sys.argv[2], int(sys.argv[3])
     torch.set_num_threads(2)
@@ -153,6 +206,15 @@ def main():
     np.save(os.path.join(out, "rankfeat.npy"), rankfeat(body, x).numpy().astype(np.float32))
     for i, g in enumerate(gram_statistics(body, x, 5)):
         np.save(os.path.join(out, f"gram(powers=1..5)#{i:03d}.npy"), g.numpy().astype(np.float32))
+    labels = np.repeat(np.arange(10), per_class)
+    with torch.no_grad():
+        means = [m.mean(dim=(2, 3)).numpy() for m in layer_outputs(body, x)]
+    for i, z in enumerate(means):
+        np.save(os.path.join(out, f"layer_means#{i:03d}.npy"), z.astype(np.float32))
+        mu, prec = class_gaussian(z, labels, 10)
+        moved = mds_perturbed(body, x, i, mu, prec, 0.0014)
+        np.save(os.path.join(out, f"mds_ensemble(eps=0.0014)#{i:03d}.npy"),
+                moved.numpy().astype(np.float32))
     np.save(os.path.join(out, "adascale(o=0.05).npy"),
             adascale_features(body, x, 0.05).numpy().astype(np.float32))
 

@@ -253,6 +253,12 @@ pub struct ExtractArgs {
     /// files of `ood eval --sweep`).
     #[arg(long, requires = "with")]
     pub with_sweep: bool,
+    /// With `--with mahalanobis_ensemble`: the fit set's feature file (extracted with
+    /// `--with mahalanobis_ensemble`, which stores its layer means), whose class Gaussians the
+    /// input preprocessing follows. Without it, only the layer means are stored (what the fit set
+    /// itself needs).
+    #[arg(long, value_name = "FIT.safetensors", requires = "with")]
+    pub fit_features: Option<PathBuf>,
     /// Device: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,

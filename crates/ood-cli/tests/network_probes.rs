@@ -274,4 +274,69 @@ fn odin_iodin_and_rank_feat_probes_match_pytorch_on_resnet20() {
         table.contains("skipped odin") && !table.contains("skipped msp"),
         "{table}"
     );
+
+    // The multi-layer Mahalanobis, in two phases: without --fit-features the file gets the layer
+    // means (what the fit set needs) and a note naming the flag; with it, the perturbed means
+    // follow that file's class Gaussians. Both match PyTorch (layer means exactly as Gram;
+    // the perturbed ones with ODIN's allowance for sign(∇ₓ) at rounding-level gradients), and
+    // `ood eval` fits on the first file and scores the second.
+    let mds_fit = dir.join("mds_fit.safetensors");
+    let mut args = base.to_vec();
+    args.extend(["--out", s(&mds_fit), "--with", "mahalanobis_ensemble"]);
+    let o = ok(ood(&args));
+    assert!(common::stderr(&o).contains("--fit-features"), "{}", common::stderr(&o));
+    let mds_out = dir.join("mds.safetensors");
+    let mut args = base.to_vec();
+    args.extend([
+        "--out",
+        s(&mds_out),
+        "--with",
+        "mahalanobis_ensemble",
+        "--fit-features",
+        s(&mds_fit),
+    ]);
+    ok(ood(&args));
+    let fit_probes = ood_core::Features::load(&mds_fit).unwrap().probes;
+    let scored = ood_core::Features::load(&mds_out).unwrap().probes;
+    assert_eq!(fit_probes.len(), 4, "{:?}", fit_probes.keys());
+    assert_eq!(scored.len(), 8, "{:?}", scored.keys());
+    for (name, got) in &scored {
+        let key = name.strip_prefix("probe:").unwrap();
+        let want = ood_nn::data::npy::read_npy(dir.join(format!("{key}.npy")))
+            .unwrap_or_else(|e| panic!("reference {key}: {e}"));
+        let w = want.shape[1];
+        assert_eq!(got.dim(), (100, w), "{key}");
+        let want = want.to_f32();
+        let (mut off, mut worst) = (0, 0.0f32);
+        for (i, row) in got.rows().into_iter().enumerate() {
+            let d = row
+                .iter()
+                .zip(&want[i * w..(i + 1) * w])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            worst = worst.max(d);
+            off += usize::from(d > 1e-4);
+        }
+        eprintln!("{key}: worst {worst:.2e}, rows beyond 1e-4: {off}");
+        if key.starts_with("layer_means") {
+            assert_eq!(off, 0, "{key}: worst {worst}");
+            assert_eq!(fit_probes[name], got, "{key}: the same images give the same means");
+        } else {
+            assert!(off <= 2 && worst <= 1e-2, "{key}: {off} rows off, worst {worst}");
+        }
+    }
+    let (code, err, table) = eval_fit(&mds_fit, &mds_out, &mds_out, "mahalanobis_ensemble");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        table.contains("mahalanobis_ensemble") && !table.contains("skipped"),
+        "{table}"
+    );
+    // A scored file without the perturbed means is skipped, naming the probe.
+    let (code, err, table) = eval_fit(&mds_fit, &mds_fit, &mds_fit, "msp,mahalanobis_ensemble");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        table.contains("skipped mahalanobis_ensemble")
+            && table.contains("probe:mds_ensemble(eps=0.0014)"),
+        "{table}"
+    );
 }

@@ -58,6 +58,21 @@ pub enum Probe {
         /// The largest power (OpenOOD: 5, powers 1..=5).
         powers: u32,
     },
+    /// Per-layer channel means (Lee et al., NeurIPS 2018; OpenOOD `mds_ensemble`'s `mean`
+    /// feature type): the spatial mean of the stem's output (part 0) and of every stage's output
+    /// (part `i + 1` for stage `i`), `(n, channels)` per part. What the multi-layer Mahalanobis
+    /// detector fits its class Gaussians on, and scores when it perturbs nothing (`ε = 0`).
+    LayerMeans,
+    /// Lee et al.'s input preprocessing for the multi-layer Mahalanobis score: for every layer
+    /// `l` of [`Probe::LayerMeans`], the channel means of layer `l` at
+    /// `x̃ = x − ε · sign(∇ₓ ½ (z_l − μ_{l,ĉ})ᵀ P_l (z_l − μ_{l,ĉ})) / σ`, with `z_l` the layer's
+    /// channel means, `ĉ` its closest class and `(μ_l, P_l)` the class means and shared precision
+    /// fitted on the fit set's layer means (so extraction needs them first: a two-phase
+    /// extraction). A zero gradient counts as positive. Parts as [`Probe::LayerMeans`].
+    MdsEnsemble {
+        /// Step `ε` in `[0, 1]` pixel units (OpenOOD: 0.0014).
+        epsilon: f64,
+    },
 }
 
 impl Probe {
@@ -93,6 +108,9 @@ impl Probe {
                 return bad(format!("o must be in (0, 1], got {o}"));
             }
             Probe::Gram { powers: 0 } => return bad("powers must be at least 1".into()),
+            Probe::MdsEnsemble { epsilon } if !(epsilon >= 0.0 && epsilon.is_finite()) => {
+                return bad(format!("epsilon must be finite and >= 0, got {epsilon}"));
+            }
             _ => {}
         }
         Ok(())
@@ -113,6 +131,8 @@ impl Probe {
             Probe::RankFeat => "rankfeat".into(),
             Probe::AdaScale { o } => format!("adascale(o={o})"),
             Probe::Gram { powers } => format!("gram(powers=1..{powers})"),
+            Probe::LayerMeans => "layer_means".into(),
+            Probe::MdsEnsemble { epsilon } => format!("mds_ensemble(eps={epsilon})"),
         }
     }
 
@@ -123,17 +143,26 @@ impl Probe {
 
     /// Whether the probe is stored as several tensors (parts), not one.
     pub fn multi_part(&self) -> bool {
-        matches!(self, Probe::Gram { .. })
+        matches!(
+            self,
+            Probe::Gram { .. } | Probe::LayerMeans | Probe::MdsEnsemble { .. }
+        )
     }
 
-    /// The name of part `i` of a probe stored as several tensors ([`Probe::Gram`]: one per
-    /// layer): [`Probe::tensor_name`] + `#` + `i` in three digits, so names sort in part order.
+    /// Whether computing the probe needs class statistics of the fit set first
+    /// ([`Probe::MdsEnsemble`]: its perturbation follows the closest class Gaussian).
+    pub fn needs_fit_statistics(&self) -> bool {
+        matches!(self, Probe::MdsEnsemble { .. })
+    }
+
+    /// The name of part `i` of a probe stored as several tensors ([`Probe::Gram`],
+    /// [`Probe::LayerMeans`], [`Probe::MdsEnsemble`]: one per layer): [`Probe::tensor_name`] + `#` + `i` in three digits, so names sort in part order.
     pub fn part_name(&self, i: usize) -> String {
         format!("{}#{i:03}", self.tensor_name())
     }
 
     /// The method whose network computation this is (`odin`, `iodin`, `rank_feat`,
-    /// `ada_scale`), for messages.
+    /// `ada_scale`, `gram`, `mahalanobis_ensemble`), for messages.
     pub fn method(&self) -> &'static str {
         match self {
             Probe::Odin { .. } => "odin",
@@ -141,6 +170,7 @@ impl Probe {
             Probe::RankFeat => "rank_feat",
             Probe::AdaScale { .. } => "ada_scale",
             Probe::Gram { .. } => "gram",
+            Probe::LayerMeans | Probe::MdsEnsemble { .. } => "mahalanobis_ensemble",
         }
     }
 }
@@ -196,6 +226,7 @@ mod tests {
             (Probe::AdaScale { o: 2.0 }, "o must be"),
             (Probe::AdaScale { o: -0.1 }, "o must be"),
             (Probe::Gram { powers: 0 }, "powers"),
+            (Probe::MdsEnsemble { epsilon: -1.0 }, "epsilon"),
             (
                 Probe::Odin {
                     temperature: 0.0,

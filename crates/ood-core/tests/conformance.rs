@@ -154,6 +154,16 @@ fn with_probes(f: &Features, probes: Vec<Probe>) -> Features {
                 }
                 continue;
             }
+            // Per "layer", channel means (perturbed or not): the features and their squares.
+            Probe::LayerMeans | Probe::MdsEnsemble { .. } => {
+                for (l, layer) in [f.embeddings.clone(), f.embeddings.mapv(|v| v * v)]
+                    .into_iter()
+                    .enumerate()
+                {
+                    f.set_probe_part(&p, l, layer).expect("probe rows match");
+                }
+                continue;
+            }
         };
         f.set_probe(&p, v).expect("probe rows match");
     }

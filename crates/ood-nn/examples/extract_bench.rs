@@ -79,6 +79,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             on_error: OnError::Fail,
             precision: Default::default(),
             probes: Vec::new(),
+            fit_statistics: None,
         };
         let t = Instant::now();
         let ex = extract(&net, Box::new(spec.samples()?.take(n)), &opts, &mut |_| {})?;

@@ -150,6 +150,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             on_error: OnError::Fail,
             precision: Default::default(),
             probes: Vec::new(),
+            fit_statistics: None,
         };
         // Cached by content (model, weights, data, preprocessing), so reruns are instant.
         let c = extract_cached(&cache, &net, &weights_sha, &spec, &opts, &mut |_| {})?;

@@ -641,6 +641,7 @@ fn extract_set(
     norm: ([f32; 3], [f32; 3]),
     batch: usize,
     probes: &[ood_core::probes::Probe],
+    fit_statistics: Option<&std::sync::Arc<ood_core::detectors::LayerGaussians>>,
     progress: &mut dyn FnMut(&Event<'_>),
 ) -> Result<Features> {
     let side = set.side as u32;
@@ -664,6 +665,7 @@ fn extract_set(
         on_error: crate::data::OnError::Fail,
         precision: Default::default(),
         probes: probes.to_vec(),
+        fit_statistics: fit_statistics.cloned(),
     };
     let ex = crate::network::extract(net, samples, &opts, &mut |done| {
         progress(&Event::Extract {
@@ -735,17 +737,33 @@ pub fn run(
     std::fs::rename(&tmp, &weights).map_err(|e| Error::io(&weights, e))?;
     let head = dir.join("head.safetensors");
     net.head()?.save(&head)?;
-    let mut write = |set: &ImageSet, probes: &[ood_core::probes::Probe]| -> Result<PathBuf> {
-        let f = extract_set(&net, set, norm, opts.extract_batch, probes, progress)?;
+    let mut fit_statistics = None;
+    let mut write = |set: &ImageSet,
+                     probes: &[ood_core::probes::Probe],
+                     stats: Option<&std::sync::Arc<ood_core::detectors::LayerGaussians>>|
+     -> Result<(PathBuf, Features)> {
+        let f = extract_set(&net, set, norm, opts.extract_batch, probes, stats, progress)?;
         let p = dir.join(format!("{}.safetensors", set.name));
         f.save(&p)?;
-        Ok(p)
+        Ok((p, f))
     };
-    let fit = write(&data.train, &opts.fit_probes)?;
-    let id_test = write(&data.test, &opts.probes)?;
+    let (fit, fit_features) = write(&data.train, &opts.fit_probes, None)?;
+    // Probes that follow the fit set's class Gaussians (the multi-layer Mahalanobis' input
+    // preprocessing) get them from the fit set's layer means, as `ood bench` does.
+    if opts.probes.iter().any(|p| p.needs_fit_statistics()) {
+        fit_statistics = Some(std::sync::Arc::new(
+            ood_core::detectors::LayerGaussians::fit(&(&fit_features).into(), classes as usize)?,
+        ));
+    }
+    drop(fit_features);
+    let id_test = write(&data.test, &opts.probes, fit_statistics.as_ref())?.0;
     let mut ood = Vec::new();
     for s in &data.ood {
-        ood.push((s.name.clone(), s.group, write(s, &opts.probes)?));
+        ood.push((
+            s.name.clone(),
+            s.group,
+            write(s, &opts.probes, fit_statistics.as_ref())?.0,
+        ));
     }
     Ok(DemoOutput {
         fit,

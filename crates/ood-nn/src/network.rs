@@ -272,11 +272,16 @@ pub struct ExtractOptions {
     /// perturbed logits, ...), stored as probe tensors ([`ood_core::probes`]); each costs extra
     /// forward and backward passes. Part of the cache key.
     pub probes: Vec<ood_core::probes::Probe>,
+    /// The fit set's class Gaussians per layer, for probes that need them
+    /// ([`ood_core::probes::Probe::needs_fit_statistics`]); their digest is part of the cache
+    /// key of extractions with such probes.
+    pub fit_statistics: Option<std::sync::Arc<ood_core::detectors::LayerGaussians>>,
 }
 
 impl ExtractOptions {
     /// The `layer` part of the cache key: `penultimate`, `@bf16` for bf16 (fp32 keeps the key it
-    /// always had), then `+` and the probes' keys when there are probes.
+    /// always had), then `+` and the probes' keys when there are probes, then `@fit=` and the
+    /// fit statistics' digest when a probe needs them.
     pub fn layer_key(&self) -> String {
         let mut k = match self.precision {
             crate::train::Precision::Fp32 => "penultimate".to_string(),
@@ -286,7 +291,16 @@ impl ExtractOptions {
             k.push('+');
             k.push_str(&ood_core::probes::probes_key(&self.probes));
         }
+        if let Some(g) = self.fit_statistics.as_ref().filter(|_| self.needs_fit_statistics()) {
+            k.push_str("@fit=");
+            k.push_str(&g.digest()[..16]);
+        }
         k
+    }
+
+    /// Whether a requested probe needs the fit set's statistics ([`Self::fit_statistics`]).
+    pub fn needs_fit_statistics(&self) -> bool {
+        self.probes.iter().any(|p| p.needs_fit_statistics())
     }
 }
 
@@ -319,6 +333,14 @@ pub fn extract(
     for p in &opts.probes {
         p.validate()?;
     }
+    if opts.needs_fit_statistics() && opts.fit_statistics.is_none() {
+        return Err(Error::Config(
+            "mahalanobis_ensemble's input preprocessing needs the class Gaussians of the fit set: \
+             extract the fit set first (its layer_means) and pass it as the fit statistics \
+             (`ood extract --fit-features FIT.safetensors`; `ood bench` does this by itself)"
+                .into(),
+        ));
+    }
     let device = net.device();
     let mut feats: Vec<f32> = Vec::new();
     let mut logits: Vec<f32> = Vec::new();
@@ -330,6 +352,7 @@ pub fn extract(
     let mut probe_values: Vec<Vec<(Vec<f32>, usize)>> = vec![Vec::new(); probes.len()];
     let ctx = crate::probes::ProbeContext {
         std: opts.preprocess.std,
+        fit_statistics: opts.fit_statistics.as_deref(),
     };
     let (mut d, mut c) = (0usize, 0usize);
     let mut done = 0usize;

@@ -249,6 +249,7 @@ fn extract_skips_or_fails_on_corrupt_images_and_caches() {
         on_error: OnError::Fail,
         precision: Default::default(),
         probes: Vec::new(),
+        fit_statistics: None,
     };
     let err = extract(&net, spec.samples().unwrap(), &opts, &mut |_| {})
         .unwrap_err()
@@ -400,6 +401,7 @@ fn dangling_image_link_is_skipped_or_named() {
         on_error,
         precision: Default::default(),
         probes: Vec::new(),
+        fit_statistics: None,
     };
     let ex = extract(
         &net,

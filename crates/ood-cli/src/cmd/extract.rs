@@ -68,6 +68,9 @@ pub fn run(a: ExtractArgs) -> Result<()> {
     if let Some(h) = &a.text_head {
         ins.push(("--text-head", h.as_path()));
     }
+    if let Some(f) = &a.fit_features {
+        ins.push(("--fit-features", f.as_path()));
+    }
     let config_path = with_appended(&a.out, ".config.json");
     let mut outs = vec![
         ("--out", a.out.as_path()),
@@ -93,12 +96,35 @@ pub fn run(a: ExtractArgs) -> Result<()> {
         preprocess.pad = p;
     }
     let on_error: OnError = a.on_error.into();
+    let mut probes = requested_probes(&a)?;
+    let (fit_statistics, fit_features_sha) = match &a.fit_features {
+        Some(p) => {
+            let f = ood_core::FeatureFile::open(p)
+                .with_context(|| format!("--fit-features {}", p.display()))?;
+            let g = ood_core::detectors::LayerGaussians::fit(&(&f).into(), f.num_classes())
+                .with_context(|| format!("--fit-features {}", p.display()))?;
+            (Some(std::sync::Arc::new(g)), Some(file_sha256(p)?))
+        }
+        None => {
+            if probes.iter().any(|p| p.needs_fit_statistics()) {
+                probes.retain(|p| !p.needs_fit_statistics());
+                eprintln!(
+                    "ood: note: mahalanobis_ensemble's input preprocessing follows the fit set's \
+                     class Gaussians: without --fit-features this file gets the layer means (what \
+                     the fit set needs); extract the scored sets with --fit-features {}",
+                    a.out.display()
+                );
+            }
+            (None, None)
+        }
+    };
     let opts = ExtractOptions {
         batch_size: a.batch_size,
         preprocess: preprocess.clone(),
         on_error,
         precision: a.precision.into(),
-        probes: requested_probes(&a)?,
+        probes,
+        fit_statistics,
     };
     let weights_sha = file_sha256(&weights)?;
     let data_sha = data.fingerprint()?;
@@ -158,6 +184,8 @@ pub fn run(a: ExtractArgs) -> Result<()> {
         "data_sha256": data_sha,
         "layer": "penultimate",
         "probes": opts.probes,
+        "fit_features": a.fit_features.as_ref().map(|p| p.display().to_string()),
+        "fit_features_sha256": fit_features_sha,
         "text_head": a.text_head.as_ref().map(|p| p.display().to_string()),
         "text_head_sha256": text_head_sha,
         "preprocessing": preprocess.describe(),

@@ -21,6 +21,7 @@ pub mod fdbd;
 pub mod r#gen;
 pub mod grad_norm;
 pub mod gram;
+pub mod mahalanobis_ensemble;
 pub mod iodin;
 pub mod klm;
 pub mod knn;
@@ -59,6 +60,7 @@ pub use fdbd::Fdbd;
 pub use r#gen::Gen;
 pub use grad_norm::GradNorm;
 pub use gram::Gram;
+pub use mahalanobis_ensemble::{LayerGaussian, LayerGaussians, MahalanobisEnsemble};
 pub use iodin::Iodin;
 pub use klm::Klm;
 pub use knn::Knn;
@@ -215,6 +217,7 @@ registry! {
     RankFeat(RankFeat),
     AdaScale(AdaScale),
     Gram(Gram),
+    MahalanobisEnsemble(MahalanobisEnsemble),
     McDropout(McDropout),
     Relation(Relation),
     Ssd(Ssd),

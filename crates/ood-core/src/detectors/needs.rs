@@ -87,6 +87,10 @@ impl DetectorSpec {
                 network: true,
                 ..Needs::new(false, true, false, true)
             },
+            MahalanobisEnsemble(_) => Needs {
+                network: true,
+                ..Needs::new(false, false, false, true)
+            },
             AdaScale(_) => Needs {
                 network: true,
                 ..Needs::new(true, false, true, false)
@@ -117,11 +121,13 @@ impl DetectorSpec {
     }
 
     /// The network computations this detector needs in its fit data (AdaSCALE's perturbed
-    /// features of the ID val rows); empty for most.
+    /// features of the ID val rows, Gram's statistics, the multi-layer Mahalanobis' layer
+    /// means); empty for most.
     pub fn fit_probes(&self) -> Vec<Probe> {
         match self {
             DetectorSpec::AdaScale(d) => vec![d.probe()],
             DetectorSpec::Gram(d) => vec![d.probe()],
+            DetectorSpec::MahalanobisEnsemble(_) => vec![Probe::LayerMeans],
             _ => Vec::new(),
         }
     }
@@ -144,6 +150,7 @@ impl DetectorSpec {
             RankFeat(_) => vec![Probe::RankFeat],
             AdaScale(d) => vec![d.probe()],
             Gram(d) => vec![d.probe()],
+            MahalanobisEnsemble(d) => vec![d.probe()],
             _ => Vec::new(),
         }
     }

@@ -476,17 +476,40 @@ pub fn extract(
     }
     let spec = net.input_spec();
     let mut out = Vec::new();
-    for (s, &listed) in bench.sets.iter().zip(counts) {
+    // The fit set first: probes that follow its class Gaussians (the multi-layer Mahalanobis'
+    // input preprocessing) are computed on the other sets from its layer means.
+    let mut order: Vec<(&SetDef, &Option<usize>)> = bench.sets.iter().zip(counts).collect();
+    order.sort_by_key(|(s, _)| s.role != Role::Fit);
+    let mut fit_statistics: Option<std::sync::Arc<ood_core::detectors::LayerGaussians>> = None;
+    for (s, &listed) in order {
         if s.role == Role::Csid && !plan.full_spectrum {
             continue;
         }
         let data = s.data_spec(root)?;
+        let probes = (plan.probes)(s.role);
+        if fit_statistics.is_none() && probes.iter().any(|p| p.needs_fit_statistics()) {
+            let fit = out
+                .iter()
+                .find(|e: &&ExtractedSet| e.set.role == Role::Fit)
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "set '{}' needs the fit set's class Gaussians (mahalanobis_ensemble), \
+                         but benchmark {} has no fit set",
+                        s.name, bench.name
+                    ))
+                })?;
+            let f = ood_core::FeatureFile::open(&fit.path)?;
+            fit_statistics = Some(std::sync::Arc::new(
+                ood_core::detectors::LayerGaussians::fit(&(&f).into(), f.num_classes())?,
+            ));
+        }
         let opts = crate::network::ExtractOptions {
             batch_size: plan.batch_size,
             preprocess: s.preprocess(&spec, &data),
             on_error: crate::data::OnError::Fail,
             precision: Default::default(),
-            probes: (plan.probes)(s.role),
+            probes,
+            fit_statistics: fit_statistics.clone(),
         };
         progress(Event::Start(s));
         let ex =

@@ -6,6 +6,8 @@
 pub mod ada_scale;
 pub mod gram;
 pub mod iodin;
+pub mod layer_means;
+pub mod mds_ensemble;
 pub mod odin;
 pub mod rank_feat;
 
@@ -16,10 +18,13 @@ use tch::{Kind, Tensor};
 
 /// What a probe computation gets besides the network and the batch.
 #[derive(Debug, Clone, Copy)]
-pub struct ProbeContext {
+pub struct ProbeContext<'a> {
     /// Per-channel std the batch was normalised with (`x = (pixel/255 − mean) / std`), so that
     /// perturbation steps are in `[0, 1]` pixel units.
     pub std: [f32; 3],
+    /// The fit set's class Gaussians per layer, for probes that need them
+    /// ([`Probe::needs_fit_statistics`]: the multi-layer Mahalanobis' input preprocessing).
+    pub fit_statistics: Option<&'a ood_core::detectors::LayerGaussians>,
 }
 
 /// Computes `probe` on a batch of normalised images `x` `(n, 3, h, w)` on the network's device:
@@ -31,18 +36,21 @@ pub fn compute(
     net: &dyn Network,
     x: &Tensor,
     probe: &Probe,
-    ctx: &ProbeContext,
+    ctx: &ProbeContext<'_>,
 ) -> Result<Vec<Tensor>> {
     let cpu = |t: Tensor| {
         t.to_device(tch::Device::Cpu)
             .to_kind(Kind::Float)
             .contiguous()
     };
-    if let Probe::Gram { powers } = *probe {
-        return Ok(gram::layer_statistics(net, x, powers)?
-            .into_iter()
-            .map(cpu)
-            .collect());
+    let parts = match *probe {
+        Probe::Gram { powers } => Some(gram::layer_statistics(net, x, powers)?),
+        Probe::LayerMeans => Some(layer_means::means(net, x)?),
+        Probe::MdsEnsemble { epsilon } => Some(mds_ensemble::perturbed_means(net, x, epsilon, ctx)?),
+        _ => None,
+    };
+    if let Some(parts) = parts {
+        return Ok(parts.into_iter().map(cpu).collect());
     }
     let out = match *probe {
         Probe::Odin {
@@ -55,7 +63,9 @@ pub fn compute(
         } => iodin::perturbed_logits(net, x, temperature, epsilon, ctx),
         Probe::RankFeat => rank_feat::logits(net, x)?,
         Probe::AdaScale { o } => ada_scale::perturbed_features(net, x, o),
-        Probe::Gram { .. } => unreachable!("handled above"),
+        Probe::Gram { .. } | Probe::LayerMeans | Probe::MdsEnsemble { .. } => {
+            unreachable!("multi-part probes are handled above")
+        }
     };
     Ok(vec![cpu(out)])
 }
@@ -82,7 +92,7 @@ pub(crate) fn input_gradient(net: &dyn Network, x: &Tensor, temperature: f64) ->
 
 /// `sign(g) / σ` per channel, a zero gradient counting as positive (OpenOOD's
 /// `(torch.ge(g, 0).float() − 0.5) · 2`, then divided by the channel std).
-pub(crate) fn signed_step(g: &Tensor, ctx: &ProbeContext) -> Tensor {
+pub(crate) fn signed_step(g: &Tensor, ctx: &ProbeContext<'_>) -> Tensor {
     let sign = g.ge(0.0).to_kind(Kind::Float) * 2.0 - 1.0;
     let std = Tensor::from_slice(&ctx.std)
         .to_device(g.device())

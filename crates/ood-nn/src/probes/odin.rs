@@ -13,7 +13,7 @@ pub fn perturbed_logits(
     x: &Tensor,
     temperature: f64,
     epsilon: f64,
-    ctx: &ProbeContext,
+    ctx: &ProbeContext<'_>,
 ) -> Tensor {
     let g = input_gradient(net, x, temperature);
     let moved = tch::no_grad(|| x - signed_step(&g, ctx) * epsilon);
