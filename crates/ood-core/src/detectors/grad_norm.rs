@@ -8,8 +8,13 @@
 //! `s = (Σ_c |C·p_c − 1|) · Σ_j |h_j|`, with `p = softmax(z)` from the given logits.
 //! Higher = more in-distribution. No parameters (OpenOOD `gradnorm.yml`).
 //!
-//! Checked against the spec's section 9.4 vectors (factor and score). No backward pass is needed:
-//! OpenOOD obtains the same number with per-sample autograd on the fc layer.
+//! This closed form is the true gradient, not an approximation: OpenOOD backpropagates only to the
+//! fc weight, per sample, and gets `s / C` (its uniform targets carry `1/C`; same ranking). Checked
+//! against the spec's section 9.4 vectors (factor and score) and against that per-sample PyTorch
+//! autograd (`tests/data/posthoc_reference.py`, `tests/posthoc_golden.rs`). No backward pass is
+//! needed. (The paper's ablation over deeper layers' parameters is not offered: the registry's
+//! inference networks fold BatchNorm into the convolutions, so their parameters are not the
+//! trained ones.)
 
 use super::DetectorParams;
 use crate::detector::{Detector, Scorer, check_fit_data, check_input, check_scores, softmax};

@@ -5,7 +5,7 @@ Writes `posthoc_reference.json` next to this file (atomically: temporary file + 
 test `crates/ood-core/tests/posthoc_golden.rs` loads it and checks every case to 1e-4 relative.
 
 Run:  /work/main/.venv/bin/python crates/ood-core/tests/data/posthoc_reference.py
-(NumPy 2.4.6, SciPy 1.17.1 when generated.)
+(NumPy 2.4.6, SciPy 1.17.1, PyTorch 2.11.0 for grad_norm's autograd, when generated.)
 
 Layout of the JSON:
   inputs: {<input name>: {head: {weight, bias}, sets: {<set name>: {features, logits, labels?}},
@@ -179,9 +179,30 @@ def ref_klm(head, fit, test):
 
 
 def ref_grad_norm(head, fit, test):
+    """The true gradient, as OpenOOD's gradnorm_postprocessor.py computes it: per sample,
+    autograd of mean(sum(-(1/C) * log_softmax(fc(h)))) with respect to fc.weight (float64, the
+    logits recomputed from the head), L1 norm. oodkit's closed form (sum_c |C p_c - 1|) * ||h||_1
+    is C times that (OpenOOD's targets carry 1/C; the ranking is the same), so the reference is
+    C * autograd; the closed form on the given float32 logits is asserted equal to 1e-4."""
+    import torch
+
+    w = torch.tensor(f64(head["weight"]))
+    b = torch.tensor(f64(head["bias"]))
+    h = torch.tensor(f64(test["features"]))
+    c = w.shape[0]
+    out = []
+    for i in range(h.shape[0]):
+        fc_w = w.clone().requires_grad_(True)
+        z = h[i:i + 1] @ fc_w.T + b
+        targets = torch.ones_like(z) / c
+        loss = torch.mean(torch.sum(-targets * torch.log_softmax(z, dim=-1), dim=-1))
+        loss.backward()
+        out.append(fc_w.grad.abs().sum().item())
+    autograd = np.array(out)
     p = softmax(f64(test["logits"]), axis=1)
-    c = p.shape[1]
-    return np.abs(c * p - 1).sum(1) * np.abs(f64(test["features"])).sum(1)
+    closed = np.abs(c * p - 1).sum(1) * np.abs(f64(test["features"])).sum(1)
+    assert np.allclose(autograd * c, closed, rtol=1e-4, atol=0), (autograd * c, closed)
+    return autograd * c
 
 
 def logits_of(head, h):
