@@ -224,8 +224,8 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
-        for k in 0..4 {
-            acc[k] += x[k] * y[k];
+        for ((a, x), y) in acc.iter_mut().zip(x).zip(y) {
+            *a += x * y;
         }
     }
     let mut s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
@@ -682,13 +682,13 @@ mod tests {
         // (replicate): smoothed (.25, 0, .25, .5); ε = 0 would break ln, so ε = 0.25:
         // q' ∝ (.5, .25, .5, .75)/2, p = (.25, .25, .25, .25) + .25 → uniform.
         let kl = kl_to_train(&[2, 0, 0, 2], 4, &[0.25; 4], 2, 0.25);
-        let q = [0.25, 0.125, 0.25, 0.375];
+        let q: [f64; 4] = [0.25, 0.125, 0.25, 0.375];
         let want: f64 = q.iter().map(|&q| (0.25 - q) * (0.25f64.ln() - q.ln())).sum();
         assert!((kl - want).abs() < 1e-15, "{kl} vs {want}");
         // Width 3 (pad 1 left, 1 right): q = (.25, 0, 0, .5) → smoothed (1/6, 1/12, 1/6, 1/3); a
         // dropped value (count sum 3 of 4) keeps its share out before ε.
         let kl = kl_to_train(&[1, 0, 0, 2], 4, &[0.25; 4], 3, 0.1);
-        let s = [1.0 / 6.0 + 0.1, 1.0 / 12.0 + 0.1, 1.0 / 6.0 + 0.1, 1.0 / 3.0 + 0.1];
+        let s: [f64; 4] = [1.0 / 6.0 + 0.1, 1.0 / 12.0 + 0.1, 1.0 / 6.0 + 0.1, 1.0 / 3.0 + 0.1];
         let t: f64 = s.iter().sum();
         let want: f64 = s
             .iter()
