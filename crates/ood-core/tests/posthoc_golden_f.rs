@@ -22,7 +22,10 @@ fn posthoc_f_weiper_matches_reference_in_memory_and_streamed() {
     let noise = matrix_f64(&j["noise"]);
     let cases = parse_cases(&j["cases"]);
     let default = DetectorSpec::from_name("weiper", &[]).unwrap();
-    assert!(cases.iter().any(|(s, _)| *s == default), "fixture lacks the default");
+    assert!(
+        cases.iter().any(|(s, _)| *s == default),
+        "fixture lacks the default"
+    );
     assert!(cases.iter().filter(|(s, _)| *s != default).count() >= 3);
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("train.safetensors");
@@ -34,11 +37,20 @@ fn posthoc_f_weiper_matches_reference_in_memory_and_streamed() {
         };
         let rows = w.n_repeats * head.num_classes();
         let eta = noise.slice(s![..rows, ..]);
-        for (how, data) in [("memory", FitData::from(&train)), ("file", FitData::from(&file))] {
+        for (how, data) in [
+            ("memory", FitData::from(&train)),
+            ("file", FitData::from(&file)),
+        ] {
             let scorer = w
                 .fit_with_noise(&data, &head, eta)
                 .unwrap_or_else(|e| panic!("{spec:?}: fit failed: {e}"));
-            assert_scores(&format!("{spec:?} ({how})"), scorer.as_ref(), &test, want, TOL);
+            assert_scores(
+                &format!("{spec:?} ({how})"),
+                scorer.as_ref(),
+                &test,
+                want,
+                TOL,
+            );
         }
     }
 }
@@ -51,7 +63,10 @@ fn posthoc_f_weiper_seeded_fit_is_deterministic_and_separates() {
     let (head, train, test) = head_train_test(&j);
     let score = |w: &Weiper| {
         use ood_core::Detector;
-        w.fit(&(&train).into(), &head).unwrap().score(&test).unwrap()
+        w.fit(&(&train).into(), &head)
+            .unwrap()
+            .score(&test)
+            .unwrap()
     };
     let a = score(&Weiper::default());
     assert_eq!(a, score(&Weiper::default()));
@@ -66,8 +81,14 @@ fn posthoc_f_weiper_seeded_fit_is_deterministic_and_separates() {
     let s = a.as_slice().unwrap();
     assert!(mean(&s[..20]) > mean(&s[20..]), "{a}");
     assert_eq!(
-        DetectorSpec::from_name("weiper", &[]).unwrap().needs().names(),
+        DetectorSpec::from_name("weiper", &[])
+            .unwrap()
+            .needs()
+            .names(),
         vec!["features", "head"]
     );
-    assert_eq!(DetectorSpec::from_name("weiper", &[]).unwrap().family(), "features");
+    assert_eq!(
+        DetectorSpec::from_name("weiper", &[]).unwrap().family(),
+        "features"
+    );
 }
