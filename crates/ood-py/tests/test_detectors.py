@@ -22,7 +22,7 @@ def fit_kwargs(name, files):
 
 def test_registry_lists_every_detector_with_needs():
     ds = oodkit.detectors()
-    assert len(ds) == 37 and len(set(ALL)) == 31
+    assert len(ds) == 38 and len(set(ALL)) == 32
     by = {d["name"]: d for d in ds}
     assert by["knn"]["params"] == {"k": 50, "alpha": 1.0, "seed": 0}
     assert by["knn"]["needs"] == ["features"]

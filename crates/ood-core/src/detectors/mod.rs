@@ -49,6 +49,7 @@ pub mod ssd;
 pub mod temp_scaling;
 pub mod vim;
 pub mod vra;
+pub mod weiper;
 
 pub use ada_scale::{AdaScale, AdaScaleVariant};
 pub use ash::{Ash, AshVariant};
@@ -88,6 +89,7 @@ pub use ssd::Ssd;
 pub use temp_scaling::TempScaling;
 pub use vim::Vim;
 pub use vra::Vra;
+pub use weiper::Weiper;
 
 /// What every registered detector's params struct provides besides [`Detector`].
 pub trait DetectorParams:
@@ -224,6 +226,7 @@ registry! {
     Caref(Caref),
     Cadref(Cadref),
     Openmax(OpenMax),
+    Weiper(Weiper),
 }
 
 impl DetectorSpec {

@@ -65,7 +65,7 @@ impl DetectorSpec {
             GradNorm(_) | NnGuide(_) | Relation(_) | Caref(_) | Lts(_) => {
                 Needs::new(true, true, false, false)
             }
-            React(_) | Vra(_) | Ash(_) | Scale(_) | Dice(_) | Mcm(_) | Residual(_) => {
+            React(_) | Vra(_) | Ash(_) | Scale(_) | Dice(_) | Mcm(_) | Residual(_) | Weiper(_) => {
                 Needs::new(true, false, true, false)
             }
             Fdbd(_) | Vim(_) | Nci(_) | Cadref(_) => Needs::new(true, true, true, false),
