@@ -15,6 +15,7 @@ pub mod ada_scale;
 pub mod ash;
 pub mod cadref;
 pub mod caref;
+pub mod cfood;
 pub mod dice;
 pub mod energy;
 pub mod fdbd;
@@ -53,6 +54,7 @@ pub use ada_scale::{AdaScale, AdaScaleVariant};
 pub use ash::{Ash, AshVariant};
 pub use cadref::{Cadref, LogitMethod};
 pub use caref::Caref;
+pub use cfood::Cfood;
 pub use dice::Dice;
 pub use energy::Energy;
 pub use fdbd::Fdbd;
@@ -221,6 +223,7 @@ registry! {
     Caref(Caref),
     Cadref(Cadref),
     Openmax(OpenMax),
+    Cfood(Cfood),
 }
 
 impl DetectorSpec {

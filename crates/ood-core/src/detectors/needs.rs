@@ -73,7 +73,7 @@ impl DetectorSpec {
             Ssd(s) => Needs::new(true, false, false, s.labels),
             She(_) => Needs::new(true, true, false, true),
             TempScaling(_) | Openmax(_) => Needs::new(false, true, false, true),
-            Knn(_) => Needs::new(true, false, false, false),
+            Knn(_) | Cfood(_) => Needs::new(true, false, false, false),
             Mahalanobis(_) | Rmds(_) => Needs::new(true, false, false, true),
             NegLabel(_) => Needs {
                 negatives: true,
