@@ -191,6 +191,14 @@ struct CfoodScorer {
 }
 
 impl Cfood {
+    /// The neighbour-fraction grid of a reference set of `n` rows (step 3 of the module doc):
+    /// `kval` and the ranks `kpos`, duplicates dropped. Exposed so that it can be checked against
+    /// NumPy.
+    pub fn k_grid(n: usize) -> (Vec<f64>, Vec<usize>) {
+        let g = KGrid::new(n);
+        (g.kval, g.kpos)
+    }
+
     fn check(&self) -> Result<()> {
         if !(self.alpha > 0.0 && self.alpha <= 1.0) {
             return Err(Error::InvalidParameter(format!(
@@ -497,7 +505,13 @@ mod tests {
     #[test]
     fn cfood_rejects_bad_params_and_tiny_reference_sets() {
         let (fit, head) = square();
-        for (alpha, k) in [(0.0, 0.01), (1.5, 0.01), (f64::NAN, 0.01), (0.5, 0.0), (0.5, 1.5)] {
+        for (alpha, k) in [
+            (0.0, 0.01),
+            (1.5, 0.01),
+            (f64::NAN, 0.01),
+            (0.5, 0.0),
+            (0.5, 1.5),
+        ] {
             let e = Cfood { alpha, k, seed: 0 }
                 .fit(&(&fit).into(), &head)
                 .err()

@@ -22,6 +22,7 @@ pub mod fdbd;
 pub mod r#gen;
 pub mod grad_norm;
 pub mod gram;
+pub mod grood;
 pub mod iodin;
 pub mod klm;
 pub mod knn;
@@ -61,6 +62,7 @@ pub use fdbd::Fdbd;
 pub use r#gen::Gen;
 pub use grad_norm::GradNorm;
 pub use gram::Gram;
+pub use grood::{Grood, GroodNoise};
 pub use iodin::Iodin;
 pub use klm::Klm;
 pub use knn::Knn;
@@ -224,6 +226,7 @@ registry! {
     Cadref(Cadref),
     Openmax(OpenMax),
     Cfood(Cfood),
+    Grood(Grood),
 }
 
 impl DetectorSpec {

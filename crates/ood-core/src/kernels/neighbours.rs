@@ -322,11 +322,20 @@ mod tests {
     fn f64_distances_equal_direct_differences() {
         let q = ndarray::array![[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]];
         let b = ndarray::array![[1.0, 2.0, 0.5], [2.0, 0.0, 0.0], [-1.0, 1.0, 1.0]];
-        let d = sq_dists_f64(q.view(), &sq_norms_f64(q.view()), b.view(), &sq_norms_f64(b.view()));
+        let d = sq_dists_f64(
+            q.view(),
+            &sq_norms_f64(q.view()),
+            b.view(),
+            &sq_norms_f64(b.view()),
+        );
         for i in 0..2 {
             for j in 0..3 {
                 let want: f64 = (0..3).map(|t| (q[[i, t]] - b[[j, t]]).powi(2)).sum();
-                assert!((d[[i, j]] - want).abs() < 1e-12, "{i},{j}: {} vs {want}", d[[i, j]]);
+                assert!(
+                    (d[[i, j]] - want).abs() < 1e-12,
+                    "{i},{j}: {} vs {want}",
+                    d[[i, j]]
+                );
             }
         }
         assert_eq!(d[[0, 0]], 0.0);
