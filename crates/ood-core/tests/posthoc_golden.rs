@@ -156,7 +156,7 @@ fn posthoc_golden_matches_numpy_reference() {
                     &input.head,
                     &SideInputs {
                         negatives: input.negatives.as_deref(),
-                        ..SideInputs::default()..SideInputs::default()
+                        ..SideInputs::default()
                     },
                 )
                 .unwrap()
