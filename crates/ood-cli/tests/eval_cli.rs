@@ -348,3 +348,58 @@ fn eval_sweep_warns_when_the_search_changes_nothing() {
         serde_json::from_slice(&std::fs::read(dir.path().join("r/config.json")).unwrap()).unwrap();
     assert_eq!(config["sweep"][0]["outcome"]["no_effect"], true);
 }
+
+#[test]
+fn eval_gives_grood_the_val_ood_features_and_skips_it_without_them() {
+    // GROOD's noise prototype is the mean of OOD validation features: `--val-ood` (no search
+    // needed). Without it the fit fails with what to pass, and the run reports grood skipped.
+    let dir = tempfile::tempdir().unwrap();
+    let f = example(dir.path());
+    let s = |n: &str| f.join(format!("{n}.safetensors")).display().to_string();
+    let run = |extra: &[&str], out: &str| -> serde_json::Value {
+        let mut args = vec![
+            "eval".to_string(),
+            "--fit".into(),
+            s("train"),
+            "--head".into(),
+            s("head"),
+            "--id".into(),
+            s("test"),
+            "--near".into(),
+            format!("near={}", s("near")),
+            "--detectors".into(),
+            "grood,msp".into(),
+            "--out-dir".into(),
+            out.into(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = ood(&args, dir.path());
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice(&std::fs::read(dir.path().join(out).join("results.json")).unwrap())
+            .unwrap()
+    };
+    let far = s("far");
+    let with = run(&["--val-ood", &far], "with");
+    let detectors = |v: &serde_json::Value| -> Vec<String> {
+        v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["detector"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(detectors(&with).iter().any(|d| d == "grood"), "{with}");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("with/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["inputs"]["ood_val"]["path"], far.as_str());
+    let without = run(&[], "without");
+    assert!(!detectors(&without).iter().any(|d| d == "grood"));
+    assert!(detectors(&without).iter().any(|d| d == "msp"));
+    let skipped = without["skipped"].to_string();
+    assert!(
+        skipped.contains("grood") && skipped.contains("OOD validation features"),
+        "{skipped}"
+    );
+}

@@ -284,7 +284,11 @@ fn odin_iodin_and_rank_feat_probes_match_pytorch_on_resnet20() {
     let mut args = base.to_vec();
     args.extend(["--out", s(&mds_fit), "--with", "mahalanobis_ensemble"]);
     let o = ok(ood(&args));
-    assert!(common::stderr(&o).contains("--fit-features"), "{}", common::stderr(&o));
+    assert!(
+        common::stderr(&o).contains("--fit-features"),
+        "{}",
+        common::stderr(&o)
+    );
     let mds_out = dir.join("mds.safetensors");
     let mut args = base.to_vec();
     args.extend([
@@ -320,9 +324,15 @@ fn odin_iodin_and_rank_feat_probes_match_pytorch_on_resnet20() {
         eprintln!("{key}: worst {worst:.2e}, rows beyond 1e-4: {off}");
         if key.starts_with("layer_means") {
             assert_eq!(off, 0, "{key}: worst {worst}");
-            assert_eq!(fit_probes[name], got, "{key}: the same images give the same means");
+            assert_eq!(
+                fit_probes[name], got,
+                "{key}: the same images give the same means"
+            );
         } else {
-            assert!(off <= 2 && worst <= 1e-2, "{key}: {off} rows off, worst {worst}");
+            assert!(
+                off <= 2 && worst <= 1e-2,
+                "{key}: {off} rows off, worst {worst}"
+            );
         }
     }
     let (code, err, table) = eval_fit(&mds_fit, &mds_out, &mds_out, "mahalanobis_ensemble");

@@ -246,6 +246,8 @@ fn openood_cifar10_on_a_miniature_layout_equals_extract_and_eval() {
     let fit = extract("cifar10/train", "train");
     let fit_val = extract("cifar10/val", "val");
     let id = extract("cifar10/test", "test");
+    // The benchmark's OOD-val set: `ood bench` hands it to grood (its noise prototype).
+    let val_ood = extract("tin/val", "val_tin");
     let near: Vec<String> = [("cifar100", "cifar100"), ("tin", "tin/test")]
         .iter()
         .map(|(n, dir)| format!("{n}={}", extract(dir, n)))
@@ -271,6 +273,8 @@ fn openood_cifar10_on_a_miniature_layout_equals_extract_and_eval() {
         head.to_str().unwrap().into(),
         "--id".into(),
         id,
+        "--val-ood".into(),
+        val_ood,
         "--out-dir".into(),
         tmp.path().join("eval").to_str().unwrap().into(),
         "--json".into(),

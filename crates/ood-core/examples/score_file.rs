@@ -39,6 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &head,
             &SideInputs {
                 negatives: negatives.as_deref(),
+                ..SideInputs::default()
             },
         )?
         .score(&input)?;

@@ -15,6 +15,9 @@ use ndarray::{Array1, Array2};
 pub struct SideInputs<'a> {
     /// NegLabel's mined negative-label text embeddings `(M, d)`, in mined order.
     pub negatives: Option<&'a Array2<f32>>,
+    /// OOD validation features (OpenOOD's OOD `val` split): GROOD averages its noise prototype
+    /// from them. Runners pass the OOD-val set of the run when it has one.
+    pub ood_val: Option<&'a Features>,
 }
 
 /// Hyper-parameters of a post-hoc detector.
@@ -23,8 +26,8 @@ pub trait Detector: std::fmt::Debug + Send + Sync {
     /// hyper-parameters happens here.
     fn fit(&self, data: &FitData<'_>, head: &Head) -> Result<Box<dyn Scorer>>;
 
-    /// [`Detector::fit`] with side inputs, for the detectors that need them (NegLabel); the
-    /// others ignore them.
+    /// [`Detector::fit`] with side inputs, for the detectors that need them (NegLabel, GROOD);
+    /// the others ignore them.
     fn fit_with(
         &self,
         data: &FitData<'_>,

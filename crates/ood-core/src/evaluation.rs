@@ -145,8 +145,10 @@ impl LoadedInputs {
             head: &self.head,
             id_test: &self.id,
             ood: &self.sets,
+            // The caller adds the run's OOD-val features (`side.ood_val`) when it has them.
             side: SideInputs {
                 negatives: self.negatives.as_deref(),
+                ood_val: None,
             },
         }
     }

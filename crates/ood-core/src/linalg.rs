@@ -45,6 +45,34 @@ pub fn matmul_transb(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Array2<f
     out
 }
 
+/// `a · bᵀ` for `a (n, k)` and `b (m, k)`, giving `(n, m)`, in f64 (neither operand is copied
+/// when both are standard layout).
+pub fn matmul_transb_f64(a: ArrayView2<'_, f64>, b: ArrayView2<'_, f64>) -> Array2<f64> {
+    assert_eq!(a.ncols(), b.ncols(), "inner dimensions of a·bᵀ must agree");
+    let a = a.as_standard_layout();
+    let b = b.as_standard_layout();
+    let (n, m) = (a.nrows(), b.nrows());
+    let mut out = Array2::<f64>::zeros((n, m));
+    if n == 0 || m == 0 {
+        return out;
+    }
+    {
+        let av = a.view();
+        let bv = b.view();
+        let dst =
+            faer::MatMut::from_row_major_slice_mut(out.as_slice_mut().expect("fresh array"), n, m);
+        matmul(
+            dst,
+            Accum::Replace,
+            as_faer(&av),
+            as_faer(&bv).transpose(),
+            1.0f64,
+            par(),
+        );
+    }
+    out
+}
+
 /// `a · b` for `a (n, k)` and `b (k, m)` in f64.
 pub fn matmul_f64(a: ArrayView2<'_, f64>, b: ArrayView2<'_, f64>) -> Array2<f64> {
     assert_eq!(a.ncols(), b.nrows(), "inner dimensions of a·b must agree");

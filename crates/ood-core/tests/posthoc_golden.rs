@@ -132,6 +132,7 @@ fn posthoc_golden_matches_numpy_reference() {
                 &input.head,
                 &SideInputs {
                     negatives: input.negatives.as_deref(),
+                    ..SideInputs::default()
                 },
             )
             .unwrap_or_else(|e| panic!("{label}: fit: {e}"))
@@ -155,6 +156,7 @@ fn posthoc_golden_matches_numpy_reference() {
                     &input.head,
                     &SideInputs {
                         negatives: input.negatives.as_deref(),
+                        ..SideInputs::default()
                     },
                 )
                 .unwrap()

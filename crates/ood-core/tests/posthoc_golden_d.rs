@@ -9,17 +9,14 @@
 //! `tests/data/posthoc_reference_d.{json,py}`. Tolerance: `|a − b| ≤ 1e-4 · max(|b|, 1)`
 //! (relative, with the score scale as the floor for values that cancel to near zero).
 
+mod golden;
+
+use golden::{assert_close, matrix, parse_cases};
 use ndarray::{Array1, Array2};
 use ood_core::{DetectorSpec, FeatureFile, Features, FitData, Head};
 use serde_json::Value;
 
 const NAMES: [&str; 5] = ["relation", "ssd", "caref", "cadref", "lts"];
-
-fn matrix(v: &Value) -> Array2<f32> {
-    let rows: Vec<Vec<f32>> = serde_json::from_value(v.clone()).expect("matrix");
-    let (n, d) = (rows.len(), rows[0].len());
-    Array2::from_shape_vec((n, d), rows.into_iter().flatten().collect()).expect("rectangular")
-}
 
 /// The error message of fitting `spec` on `data` (panics if the fit succeeds).
 fn fit_err(spec: &DetectorSpec, data: &Features, head: &Head) -> String {
@@ -30,50 +27,18 @@ fn fit_err(spec: &DetectorSpec, data: &Features, head: &Head) -> String {
         .to_string()
 }
 
-/// The `(spec, scores)` cases of a fixture section.
-fn parse_cases(v: &Value) -> Vec<(DetectorSpec, Vec<f64>)> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                serde_json::from_value::<DetectorSpec>(c["spec"].clone()).expect("spec parses"),
-                serde_json::from_value::<Vec<f64>>(c["scores"].clone()).unwrap(),
-            )
-        })
-        .collect()
-}
-
 fn fixture_json() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/posthoc_reference_d.json"
-    );
-    serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).unwrap()
+    golden::fixture_json("posthoc_reference_d.json")
 }
 
 fn fixture() -> (Features, Features, Head, Vec<(DetectorSpec, Vec<f64>)>) {
     let j = fixture_json();
-    let head = Head::new(
-        matrix(&j["head"]["weight"]),
-        Array1::from(serde_json::from_value::<Vec<f32>>(j["head"]["bias"].clone()).unwrap()),
+    (
+        golden::features(&j["train"]),
+        golden::features(&j["test"]),
+        golden::head(&j["head"]),
+        parse_cases(&j["cases"]),
     )
-    .unwrap();
-    let labels: Vec<i64> = serde_json::from_value(j["train"]["labels"].clone()).unwrap();
-    let train = Features::new(
-        matrix(&j["train"]["features"]),
-        matrix(&j["train"]["logits"]),
-        Some(labels),
-    )
-    .unwrap();
-    let test = Features::new(
-        matrix(&j["test"]["features"]),
-        matrix(&j["test"]["logits"]),
-        None,
-    )
-    .unwrap();
-    let cases = parse_cases(&j["cases"]);
-    (train, test, head, cases)
 }
 
 fn check(spec: &DetectorSpec, data: &FitData<'_>, head: &Head, test: &Features, want: &[f64]) {
@@ -83,19 +48,7 @@ fn check(spec: &DetectorSpec, data: &FitData<'_>, head: &Head, test: &Features, 
         .unwrap_or_else(|e| panic!("{spec:?}: fit failed: {e}"))
         .score(test)
         .unwrap();
-    assert_eq!(s.len(), want.len());
-    let worst = s
-        .iter()
-        .zip(want)
-        .map(|(&a, &b)| (a as f64 - b).abs() / b.abs().max(1.0))
-        .fold(0.0f64, f64::max);
-    eprintln!("{spec:?}: worst scaled error {worst:.2e}");
-    for (i, (&a, &b)) in s.iter().zip(want).enumerate() {
-        assert!(
-            (a as f64 - b).abs() <= 1e-4 * b.abs().max(1.0),
-            "{spec:?} row {i}: oodkit {a} vs reference {b}"
-        );
-    }
+    assert_close(&format!("{spec:?}"), s.as_slice().unwrap(), want, 1.0);
 }
 
 #[test]

@@ -291,7 +291,11 @@ impl ExtractOptions {
             k.push('+');
             k.push_str(&ood_core::probes::probes_key(&self.probes));
         }
-        if let Some(g) = self.fit_statistics.as_ref().filter(|_| self.needs_fit_statistics()) {
+        if let Some(g) = self
+            .fit_statistics
+            .as_ref()
+            .filter(|_| self.needs_fit_statistics())
+        {
             k.push_str("@fit=");
             k.push_str(&g.digest()[..16]);
         }

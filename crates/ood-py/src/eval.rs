@@ -195,6 +195,7 @@ pub fn evaluate(
             head: false,
             labels: false,
             negatives: false,
+            ood_val: false,
             network: false,
         };
         for s in &specs {
@@ -335,6 +336,32 @@ pub fn evaluate(
                 features: f,
             });
         }
+        // The search's val pair; its OOD half is also GROOD's side input (its noise prototype).
+        let val = match &sweep {
+            Some((vi, vo)) => Some((
+                score_set(
+                    "val_id",
+                    "sweep_val_id",
+                    &mut files,
+                    vi,
+                    &specs,
+                    needs,
+                    &head,
+                    given.head,
+                )?,
+                score_set(
+                    "val_ood",
+                    "sweep_val_ood",
+                    &mut files,
+                    vo,
+                    &specs,
+                    needs,
+                    &head,
+                    given.head,
+                )?,
+            )),
+            None => None,
+        };
         let input = BenchmarkInput {
             fit: fit_data.data(),
             fit_val: fit_val.as_ref().map(Fit::data),
@@ -343,32 +370,13 @@ pub fn evaluate(
             ood: &ood_sets,
             side: SideInputs {
                 negatives: negatives.as_deref(),
+                ood_val: val.as_ref().map(|(_, o)| o),
             },
         };
         let mut sweeps = Vec::new();
         let mut warnings = Vec::new();
-        if let Some((vi, vo)) = &sweep {
-            let val_id = score_set(
-                "val_id",
-                "sweep_val_id",
-                &mut files,
-                vi,
-                &specs,
-                needs,
-                &head,
-                given.head,
-            )?;
-            let val_ood = score_set(
-                "val_ood",
-                "sweep_val_ood",
-                &mut files,
-                vo,
-                &specs,
-                needs,
-                &head,
-                given.head,
-            )?;
-            let searched = evaluation::search(&specs, &input, &val_id, &val_ood, &mut |_, _| {})
+        if let Some((val_id, val_ood)) = &val {
+            let searched = evaluation::search(&specs, &input, val_id, val_ood, &mut |_, _| {})
                 .map_err(|e| value_err(e.to_string()))?;
             specs = searched.detectors;
             sweeps = searched.sweeps;

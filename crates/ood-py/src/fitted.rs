@@ -265,6 +265,7 @@ pub fn fit(
                 &head,
                 &SideInputs {
                     negatives: negatives.as_deref(),
+                    ..SideInputs::default()
                 },
             )
             .map_err(core_err)?;

@@ -167,6 +167,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
         a.run.negatives.clone()
     };
     let (inputs, val) = benchmarks::file_inputs(&sets, &head_path, &cache, negatives)?;
+    // The benchmark's OOD-val set is GROOD's noise-prototype data, searched or not.
+    if opts.ood_val.is_none() {
+        opts.ood_val = val.as_ref().map(|(_, o)| o.clone());
+    }
     if a.run.sweep && opts.sweep.is_none() {
         opts.sweep = val;
         if opts.sweep.is_none() {

@@ -201,6 +201,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
             detectors,
             convention,
             sweep: None,
+            ood_val: None,
             out_dir: a.out_dir.join("results"),
             json: a.run.json.clone(),
             vision_language: None,

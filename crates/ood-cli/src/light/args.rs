@@ -150,7 +150,8 @@ pub struct RunArgs {
     /// ID validation features for --sweep.
     #[arg(long)]
     pub val_id: Option<PathBuf>,
-    /// OOD validation features for --sweep.
+    /// OOD validation features for --sweep; also what `grood` averages its noise prototype
+    /// from (with or without --sweep).
     #[arg(long)]
     pub val_ood: Option<PathBuf>,
     /// Negative-label text embeddings (safetensors tensor `negatives` (M, d)) for `neg_label`;

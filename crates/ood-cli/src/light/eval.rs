@@ -24,6 +24,10 @@ pub struct Options {
     pub convention: Convention,
     /// ID-val and OOD-val files for the parameter search.
     pub sweep: Option<(PathBuf, PathBuf)>,
+    /// OOD-val features handed to the detectors that fit on them (GROOD's noise prototype,
+    /// `SideInputs::ood_val`), with or without a search: `--val-ood`, or the benchmark's OOD-val
+    /// set in `ood bench`. Without it those detectors' fits fail and they are reported skipped.
+    pub ood_val: Option<PathBuf>,
     /// Output folder.
     pub out_dir: PathBuf,
     /// Extra JSON output path.
@@ -54,6 +58,7 @@ pub fn resolve(run: &RunArgs) -> Result<Options> {
         detectors,
         convention,
         sweep,
+        ood_val: run.val_ood.clone(),
         out_dir: run.out_dir.clone(),
         json: run.json.clone(),
         vision_language: None,
@@ -213,11 +218,24 @@ pub fn execute(
         ins.push(("--val-id".into(), vi.clone()));
         ins.push(("--val-ood".into(), vo.clone()));
     }
+    if let Some(vo) = &opts.ood_val {
+        ins.push(("--val-ood".into(), vo.clone()));
+    }
     ood_core::atomic_file::check_outputs_are_not_inputs(&named(&ins), &named(&output_files(opts)))?;
     let loaded = inputs.open()?;
-    let input = loaded.input();
+    // Read (and recorded) only when a detector fits on it.
+    let ood_val_path = opts
+        .ood_val
+        .as_deref()
+        .filter(|_| opts.detectors.iter().any(|d| d.needs().ood_val));
+    let ood_val = ood_val_path.map(load_features).transpose()?;
+    let mut input = loaded.input();
+    input.side.ood_val = ood_val.as_ref();
     let mut manifest = Manifest::default();
     inputs.describe("", &mut manifest)?;
+    if let Some(vo) = ood_val_path {
+        manifest.file("ood_val", vo)?;
+    }
 
     let mut detectors = opts.detectors.clone();
     let mut sweeps = Vec::new();

@@ -36,6 +36,7 @@ pub fn run(a: ExampleArgs) -> Result<()> {
         detectors: eval::parse_detectors(&a.detectors, &[], false)?,
         convention: Convention::Openood,
         sweep: None,
+        ood_val: None,
         out_dir: a.out_dir.join("results"),
         json: None,
         vision_language: None,

@@ -37,6 +37,7 @@ pub fn run(a: ScoreArgs) -> Result<()> {
             &head,
             &SideInputs {
                 negatives: negatives.as_deref(),
+                ..SideInputs::default()
             },
         )
         .with_context(|| format!("fitting {} on {}", spec.name(), a.fit.display()))?;

@@ -95,7 +95,10 @@ impl MahalanobisEnsemble {
                  layers (0 = stem, 1.. = its stages)"
             )));
         }
-        let alpha = self.alpha.clone().unwrap_or_else(|| vec![1.0; layers.len()]);
+        let alpha = self
+            .alpha
+            .clone()
+            .unwrap_or_else(|| vec![1.0; layers.len()]);
         if alpha.len() != layers.len() {
             return Err(Error::InvalidParameter(format!(
                 "mahalanobis_ensemble alpha has {} weights for {} layers",
@@ -164,7 +167,11 @@ impl LayerGaussians {
                 widths = ps.iter().map(|p| p.ncols()).collect();
                 parts = vec![Vec::new(); ps.len()];
             } else if ps.len() != widths.len() {
-                return Err(Error::dim("mahalanobis_ensemble layers", widths.len(), ps.len()));
+                return Err(Error::dim(
+                    "mahalanobis_ensemble layers",
+                    widths.len(),
+                    ps.len(),
+                ));
             }
             for (p, v) in ps.iter().zip(parts.iter_mut()) {
                 v.extend(p.iter().copied());
@@ -278,8 +285,12 @@ mod tests {
         let head = Head::new(array![[1.0f32, 0.0], [0.0, 1.0]], array![0.0, 0.0]).unwrap();
         let emb = array![[1.0f32, 0.0], [3.0, 0.0], [0.0, 1.0], [0.0, 3.0]];
         let mut f = Features::with_head(emb, &head, Some(vec![0, 0, 1, 1])).unwrap();
-        f.set_probe_part(&Probe::LayerMeans, 0, array![[0.0f32], [2.0], [10.0], [12.0]])
-            .unwrap();
+        f.set_probe_part(
+            &Probe::LayerMeans,
+            0,
+            array![[0.0f32], [2.0], [10.0], [12.0]],
+        )
+        .unwrap();
         f.set_probe_part(
             &Probe::LayerMeans,
             1,

@@ -15,18 +15,20 @@ pub mod ada_scale;
 pub mod ash;
 pub mod cadref;
 pub mod caref;
+pub mod cfood;
 pub mod dice;
 pub mod energy;
 pub mod fdbd;
 pub mod r#gen;
 pub mod grad_norm;
 pub mod gram;
-pub mod mahalanobis_ensemble;
+pub mod grood;
 pub mod iodin;
 pub mod klm;
 pub mod knn;
 pub mod lts;
 pub mod mahalanobis;
+pub mod mahalanobis_ensemble;
 pub mod max_logit;
 pub mod mc_dropout;
 pub mod mcm;
@@ -55,18 +57,20 @@ pub use ada_scale::{AdaScale, AdaScaleVariant};
 pub use ash::{Ash, AshVariant};
 pub use cadref::{Cadref, LogitMethod};
 pub use caref::Caref;
+pub use cfood::Cfood;
 pub use dice::Dice;
 pub use energy::Energy;
 pub use fdbd::Fdbd;
 pub use r#gen::Gen;
 pub use grad_norm::GradNorm;
 pub use gram::Gram;
-pub use mahalanobis_ensemble::{LayerGaussian, LayerGaussians, MahalanobisEnsemble};
+pub use grood::{Grood, GroodNoise};
 pub use iodin::Iodin;
 pub use klm::Klm;
 pub use knn::Knn;
 pub use lts::Lts;
 pub use mahalanobis::Mahalanobis;
+pub use mahalanobis_ensemble::{LayerGaussian, LayerGaussians, MahalanobisEnsemble};
 pub use max_logit::MaxLogit;
 pub use mc_dropout::McDropout;
 pub use mcm::Mcm;
@@ -227,6 +231,8 @@ registry! {
     Cadref(Cadref),
     Openmax(OpenMax),
     Weiper(Weiper),
+    Cfood(Cfood),
+    Grood(Grood),
 }
 
 impl DetectorSpec {

@@ -20,6 +20,8 @@ pub struct Needs {
     pub labels: bool,
     /// Negative-label embeddings (`neg_label`'s `negatives`).
     pub negatives: bool,
+    /// OOD validation features (`grood`'s noise prototype, [`crate::SideInputs::ood_val`]).
+    pub ood_val: bool,
     /// Probe tensors the network computes at extraction ([`DetectorSpec::probes`]).
     pub network: bool,
 }
@@ -32,12 +34,13 @@ impl Needs {
             head,
             labels,
             negatives: false,
+            ood_val: false,
             network: false,
         }
     }
 
     /// The names of the needed inputs, in a fixed order (`features`, `logits`, `head`, `labels`,
-    /// `negatives`, `network`).
+    /// `negatives`, `ood_val`, `network`).
     pub fn names(&self) -> Vec<&'static str> {
         [
             (self.features, "features"),
@@ -45,6 +48,7 @@ impl Needs {
             (self.head, "head"),
             (self.labels, "labels"),
             (self.negatives, "negatives"),
+            (self.ood_val, "ood_val"),
             (self.network, "network"),
         ]
         .into_iter()
@@ -73,8 +77,12 @@ impl DetectorSpec {
             Ssd(s) => Needs::new(true, false, false, s.labels),
             She(_) => Needs::new(true, true, false, true),
             TempScaling(_) | Openmax(_) => Needs::new(false, true, false, true),
-            Knn(_) => Needs::new(true, false, false, false),
+            Knn(_) | Cfood(_) => Needs::new(true, false, false, false),
             Mahalanobis(_) | Rmds(_) => Needs::new(true, false, false, true),
+            Grood(g) => Needs {
+                ood_val: g.noise == super::GroodNoise::ValOod,
+                ..Needs::new(true, true, false, true)
+            },
             NegLabel(_) => Needs {
                 negatives: true,
                 ..Needs::new(true, false, true, false)

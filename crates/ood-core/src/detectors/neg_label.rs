@@ -383,6 +383,7 @@ mod tests {
                 &head,
                 &SideInputs {
                     negatives: negatives.as_deref(),
+                    ..SideInputs::default()
                 },
             )
         };

@@ -7,10 +7,14 @@
 //! into a bounded per-thread tile ([`Tiles`]), and each row keeps its candidates under a running
 //! threshold. Used by [`Knn`](crate::detectors::Knn) (k-th squared L2 distance, several `k` from
 //! one search) and [`NnGuide`](crate::detectors::NnGuide) (largest inner products).
+//!
+//! [`sq_dists_f64`] is the f64 counterpart for detectors whose scores compare or report small
+//! distances exactly ([`Cfood`](crate::detectors::Cfood), [`Grood`](crate::detectors::Grood)):
+//! one block of query rows against a block of reference rows, from one f64 GEMM.
 
 use crate::error::Result;
 use crate::features::FitData;
-use crate::linalg::{gemm_nt_into, normalize_in_place};
+use crate::linalg::{gemm_nt_into, matmul_transb_f64, normalize_in_place};
 use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 
@@ -217,6 +221,30 @@ pub(crate) fn search_smallest(
     out
 }
 
+/// The squared L2 norm of every row of `x`.
+pub(crate) fn sq_norms_f64(x: ArrayView2<'_, f64>) -> Vec<f64> {
+    x.rows().into_iter().map(|r| r.dot(&r)).collect()
+}
+
+/// `(q, b)` squared L2 distances in f64 between the rows of `q` and the rows of `b`, given their
+/// squared norms `qn` and `bn`: `‖q‖² + ‖b‖² − 2⟨q, b⟩` from one GEMM, clamped at 0. The
+/// callers bound the block sizes (the result is materialised).
+pub(crate) fn sq_dists_f64(
+    q: ArrayView2<'_, f64>,
+    qn: &[f64],
+    b: ArrayView2<'_, f64>,
+    bn: &[f64],
+) -> Array2<f64> {
+    debug_assert_eq!((q.nrows(), b.nrows()), (qn.len(), bn.len()));
+    let mut ip = matmul_transb_f64(q, b);
+    for (mut row, &a) in ip.rows_mut().into_iter().zip(qn) {
+        for (v, &c) in row.iter_mut().zip(bn) {
+            *v = (a + c - 2.0 * *v).max(0.0);
+        }
+    }
+    ip
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,5 +316,28 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn f64_distances_equal_direct_differences() {
+        let q = ndarray::array![[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]];
+        let b = ndarray::array![[1.0, 2.0, 0.5], [2.0, 0.0, 0.0], [-1.0, 1.0, 1.0]];
+        let d = sq_dists_f64(
+            q.view(),
+            &sq_norms_f64(q.view()),
+            b.view(),
+            &sq_norms_f64(b.view()),
+        );
+        for i in 0..2 {
+            for j in 0..3 {
+                let want: f64 = (0..3).map(|t| (q[[i, t]] - b[[j, t]]).powi(2)).sum();
+                assert!(
+                    (d[[i, j]] - want).abs() < 1e-12,
+                    "{i},{j}: {} vs {want}",
+                    d[[i, j]]
+                );
+            }
+        }
+        assert_eq!(d[[0, 0]], 0.0);
     }
 }

@@ -46,7 +46,9 @@ pub fn compute(
     let parts = match *probe {
         Probe::Gram { powers } => Some(gram::layer_statistics(net, x, powers)?),
         Probe::LayerMeans => Some(layer_means::means(net, x)?),
-        Probe::MdsEnsemble { epsilon } => Some(mds_ensemble::perturbed_means(net, x, epsilon, ctx)?),
+        Probe::MdsEnsemble { epsilon } => {
+            Some(mds_ensemble::perturbed_means(net, x, epsilon, ctx)?)
+        }
         _ => None,
     };
     if let Some(parts) = parts {

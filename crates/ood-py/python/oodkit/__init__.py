@@ -195,7 +195,8 @@ def conventions() -> Dict[str, str]:
 
 def detectors() -> List[Dict[str, Any]]:
     """Every detector: ``name``, ``about``, ``params`` (defaults), ``needs`` (which of
-    ``features``, ``logits``, ``head``, ``labels``, ``negatives``, ``network`` it reads),
+    ``features``, ``logits``, ``head``, ``labels``, ``negatives``, ``ood_val``, ``network`` it
+    reads; ``ood_val``: OOD validation features, which ``evaluate`` passes from its sweep pair),
     ``family`` (``logits``, ``features``, ``network``: probe tensors that ``ood extract --with``
     computes, not available from arrays; ``vision-language``), ``fits_on_val`` (OpenOOD fits it
     on ID validation data) and ``sweep`` (its parameter-search grid).
@@ -666,7 +667,9 @@ def evaluate(
     (every detector; ``neg_label`` only with ``negatives``), comma-separated names, a list of
     names or :class:`Detector` objects, or ``{name: {param: value}}``. ``fit_val``: ID validation
     data for the detectors OpenOOD fits on it (react, klm, residual). ``sweep=True`` runs OpenOOD's
-    parameter search on ``val_id`` vs ``val_ood`` first.
+    parameter search on ``val_id`` vs ``val_ood`` first; ``val_ood`` is then also what ``grood``
+    averages its noise prototype from (without it, ``grood`` is reported skipped unless given
+    ``noise="class_mean"``).
     """
     threads = _check_threads(threads)
     if not isinstance(convention, str):

@@ -1,0 +1,69 @@
+//! Shared loaders of the golden-parity fixtures (`tests/data/posthoc_reference_*.json`) and their
+//! tolerance check, for `posthoc_golden_d.rs` and `posthoc_golden_e.rs`.
+#![allow(dead_code)] // each test crate uses its own part
+
+use ndarray::{Array1, Array2};
+use ood_core::{DetectorSpec, Features, Head};
+use serde_json::Value;
+
+/// A JSON list of rows as an `(n, d)` matrix.
+pub fn matrix(v: &Value) -> Array2<f32> {
+    let rows: Vec<Vec<f32>> = serde_json::from_value(v.clone()).expect("matrix");
+    let (n, d) = (rows.len(), rows[0].len());
+    Array2::from_shape_vec((n, d), rows.into_iter().flatten().collect()).expect("rectangular")
+}
+
+/// The fixture `tests/data/{file}`.
+pub fn fixture_json(file: &str) -> Value {
+    let path = format!("{}/tests/data/{file}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).unwrap()
+}
+
+/// The head of a fixture (`{"weight": .., "bias": ..}`).
+pub fn head(v: &Value) -> Head {
+    Head::new(
+        matrix(&v["weight"]),
+        Array1::from(serde_json::from_value::<Vec<f32>>(v["bias"].clone()).unwrap()),
+    )
+    .unwrap()
+}
+
+/// A fixture set (`{"features": .., "logits": .., "labels"?: ..}`).
+pub fn features(v: &Value) -> Features {
+    let labels: Option<Vec<i64>> = v
+        .get("labels")
+        .map(|l| serde_json::from_value(l.clone()).unwrap());
+    Features::new(matrix(&v["features"]), matrix(&v["logits"]), labels).unwrap()
+}
+
+/// The `(spec, scores)` cases of a fixture section.
+pub fn parse_cases(v: &Value) -> Vec<(DetectorSpec, Vec<f64>)> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                serde_json::from_value::<DetectorSpec>(c["spec"].clone()).expect("spec parses"),
+                serde_json::from_value::<Vec<f64>>(c["scores"].clone()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Asserts `|a − b| ≤ 1e-4 · max(|b|, floor)` for every score (relative; `floor` is the score
+/// scale below which the tolerance stops shrinking, 0 for purely relative).
+pub fn assert_close(what: &str, got: &[f32], want: &[f64], floor: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: number of scores");
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(&a, &b)| (a as f64 - b).abs() / b.abs().max(floor))
+        .fold(0.0f64, f64::max);
+    eprintln!("{what}: worst scaled error {worst:.2e}");
+    for (i, (&a, &b)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (a as f64 - b).abs() <= 1e-4 * b.abs().max(floor),
+            "{what} row {i}: oodkit {a} vs reference {b}"
+        );
+    }
+}
