@@ -96,7 +96,7 @@ fn table(path: &Path) -> (Table, Vec<String>, f64) {
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|s| s[0].as_str().unwrap_or("?").to_string())
+                .map(|s| format!("{}: {}", s["detector"], s["reason"]))
                 .collect()
         })
         .unwrap_or_default();
@@ -238,8 +238,15 @@ fn openood_cifar10_on_a_miniature_layout_equals_extract_and_eval() {
             args.extend(["--head-out", &head_s]);
         }
         // Every set carries what the network detectors need (scored sets; ID val, where
-        // AdaSCALE fits; train, where Gram fits), as `ood bench` computes it itself.
+        // AdaSCALE fits; train, where Gram and the multi-layer Mahalanobis fit), as `ood bench`
+        // computes it itself; the other sets' perturbed layer means follow train's class
+        // Gaussians (extracted first).
         args.extend(["--with", "network"]);
+        let train_file = feats.join("train.safetensors");
+        let train_s = train_file.to_str().unwrap().to_string();
+        if name != "train" {
+            args.extend(["--fit-features", &train_s]);
+        }
         ok(ood(&args));
         out.to_str().unwrap().to_string()
     };
