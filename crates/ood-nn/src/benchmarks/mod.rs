@@ -41,6 +41,7 @@ use std::path::{Path, PathBuf};
 /// The built-in benchmarks: `(name, manifest text)`.
 pub const BUILTIN: &[(&str, &str)] = &[
     ("cifar10-jpeg", include_str!("cifar10-jpeg.toml")),
+    ("fmnist-holdout", include_str!("fmnist-holdout.toml")),
     ("openood-cifar10", include_str!("openood-cifar10.toml")),
     ("openood-cifar100", include_str!("openood-cifar100.toml")),
     (
