@@ -193,16 +193,17 @@ fn fmnist_holdout_bench_on_exported_sets_reproduces_the_demo() {
     let o = bench("fmnist-holdout", Some(&t("nowhere")), &t("e.json"));
     assert_fails(
         &o,
-        &["nowhere/fmnist6_train.txt", "not found", "ood demo --export-data"],
+        &[
+            "nowhere/fmnist6_train.txt",
+            "not found",
+            "ood demo --export-data",
+        ],
     );
     // A missing image.
     let gone = data.join("images/photos/000007.png");
     std::fs::remove_file(&gone).unwrap();
     let o = bench("fmnist-holdout", Some(&data), &t("e.json"));
-    assert_fails(
-        &o,
-        &["set 'photos'", "1 of the 300 images", "000007.png"],
-    );
+    assert_fails(&o, &["set 'photos'", "1 of the 300 images", "000007.png"]);
     assert!(!t("e.json").exists());
     // An existing folder is never exported into.
     let before = snapshot(&data);

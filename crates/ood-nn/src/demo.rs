@@ -957,8 +957,16 @@ mod tests {
         let b = Benchmark::load(BENCHMARK).unwrap();
         let full = Sizes::FULL;
         let want = [
-            ("fmnist6_train", Role::Fit, HELD_IN.len() * full.train_per_class),
-            ("fmnist6_test", Role::Id, HELD_IN.len() * full.test_per_class),
+            (
+                "fmnist6_train",
+                Role::Fit,
+                HELD_IN.len() * full.train_per_class,
+            ),
+            (
+                "fmnist6_test",
+                Role::Id,
+                HELD_IN.len() * full.test_per_class,
+            ),
             ("holdout", Role::Near, full.ood_per_set),
             // scikit-learn has 1,797 digits: all of them.
             ("digits", Role::Far, 1797.min(full.ood_per_set)),

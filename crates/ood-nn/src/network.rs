@@ -107,7 +107,9 @@ impl InputSpec {
             ))
         })?;
         if r.size == 0 || r.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-            return Err(bad("size must be positive and std finite and positive".into()));
+            return Err(bad(
+                "size must be positive and std finite and positive".into()
+            ));
         }
         if r.mean.iter().any(|m| !m.is_finite()) {
             return Err(bad("mean must be finite".into()));

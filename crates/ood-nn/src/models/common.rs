@@ -371,12 +371,11 @@ pub fn write_weights(
     for (name, t) in &vars {
         let t = t.detach().to_device(Device::Cpu).to_kind(Kind::Float);
         let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-        let v = Vec::<f32>::try_from(t.flatten(0, -1).contiguous()).map_err(|e| {
-            Error::Weights {
+        let v =
+            Vec::<f32>::try_from(t.flatten(0, -1).contiguous()).map_err(|e| Error::Weights {
                 path: path.to_path_buf(),
                 reason: format!("tensor `{name}`: {e}"),
-            }
-        })?;
+            })?;
         values.push((name.as_str(), shape, v));
     }
     let tensors: Vec<ood_core::safetensors::TensorToWrite<'_>> = values
