@@ -16,7 +16,11 @@
 //! the `ood-core` benchmark runner then scores with every post-hoc detector.
 //!
 //! All images are kept as 8-bit RGB `side × side × 3` (grayscale replicated to three channels) and
-//! normalised with the per-channel mean and standard deviation of the training images.
+//! normalised with the per-channel mean and standard deviation of the training images, which
+//! `model.safetensors` records ([`crate::network::INPUT_METADATA_KEY`]) so that every command that
+//! loads it feeds it as the demo does. [`export_data`] writes the built-in sets as files: the data
+//! of the built-in benchmark [`BENCHMARK`] (`ood bench fmnist-holdout`), on which the demo's
+//! weights give the demo's numbers exactly.
 
 use crate::data::preprocess::{
     center_crop, normalized_tensor, resize_bilinear_pil, shorter_side_size,

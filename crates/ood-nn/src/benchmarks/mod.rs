@@ -22,7 +22,9 @@
 //!
 //! A manifest may also say `data_root = "DIR"` (before the sets): its data paths are then
 //! relative to `DIR`, itself relative to the manifest file, unless `--data-root` is given.
-//! [`holdout::write_holdout`] (`ood holdout`) writes such manifests next to their data.
+//! [`holdout::write_holdout`] (`ood holdout`) and [`crate::demo::export_data`] (`ood demo
+//! --export-data`, the data of the built-in `fmnist-holdout`) write such manifests next to their
+//! data.
 //!
 //! Exactly one `fit` and one `id` set; at least one `near`, `far` or `ood` set; at most one
 //! `fit_val`, `val_id` and `val_ood` (the parameter search's pair, used when both are given).
