@@ -143,6 +143,11 @@ pub struct DemoArgs {
     /// Reduced sizes (500 training and 100 test images per class, 300 per OOD set): CI and tests.
     #[arg(long)]
     pub quick: bool,
+    /// Write the built-in benchmark's sets (sizes and seed as for the run: `--quick`, `--seed`)
+    /// as PNGs and OpenOOD imglists into this new folder, with `benchmark.toml`, and exit without
+    /// training: the data of `ood bench fmnist-holdout --data-root DIR`.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["train", "test", "near", "far", "ood", "json"])]
+    pub export_data: Option<PathBuf>,
     /// Also run the detectors that need the network at score time (odin, iodin, rank_feat,
     /// ada_scale, gram): their probes are computed during extraction, which then takes about
     /// ten times longer (BENCHMARKS.md). Without it they are left out of `--detectors all`.
@@ -207,7 +212,13 @@ Your own data instead:
            --far noise=folder:my/noise --side 32 --epochs 10
 
 Writes OUT_DIR/features/{model,head,<set>}.safetensors, OUT_DIR/results/{results.csv,
-results.json,config.json,report.html}.
+results.json,config.json,report.html}. model.safetensors records its input (28 px, the training
+set's channel mean and std), which `ood bench` and `ood extract` read.
+
+The same sets as files, for your own networks (the built-in benchmark fmnist-holdout):
+  ood demo --export-data fmnist-holdout        # PNGs + OpenOOD imglists, no training
+  ood bench fmnist-holdout --data-root fmnist-holdout --model resnet8 \\
+           --weights ood-demo/features/model.safetensors   # the demo's numbers
 ";
 
 /// Arguments of `ood extract`.
@@ -374,9 +385,10 @@ Examples:
 /// `ood bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// A built-in benchmark (`ood bench --list`: cifar10-jpeg alias cifar10, openood-cifar10,
-    /// openood-cifar100, openood-imagenet200, openood-imagenet, knn-imagenet, neglabel-imagenet)
-    /// or a manifest FILE.toml (e.g. from `ood holdout`).
+    /// A built-in benchmark (`ood bench --list`: cifar10-jpeg alias cifar10, fmnist-holdout,
+    /// openood-cifar10, openood-cifar100, openood-imagenet200, openood-imagenet, knn-imagenet,
+    /// neglabel-imagenet) or a manifest FILE.toml (e.g. from `ood holdout` or
+    /// `ood demo --export-data`).
     #[arg(required_unless_present = "list")]
     pub benchmark: Option<String>,
     /// List the built-in benchmarks with the folder layout each expects, and exit.

@@ -16,7 +16,11 @@
 //! the `ood-core` benchmark runner then scores with every post-hoc detector.
 //!
 //! All images are kept as 8-bit RGB `side × side × 3` (grayscale replicated to three channels) and
-//! normalised with the per-channel mean and standard deviation of the training images.
+//! normalised with the per-channel mean and standard deviation of the training images, which
+//! `model.safetensors` records ([`crate::network::INPUT_METADATA_KEY`]) so that every command that
+//! loads it feeds it as the demo does. [`export_data`] writes the built-in sets as files: the data
+//! of the built-in benchmark [`BENCHMARK`] (`ood bench fmnist-holdout`), on which the demo's
+//! weights give the demo's numbers exactly.
 
 use crate::data::preprocess::{
     center_crop, normalized_tensor, resize_bilinear_pil, shorter_side_size,
@@ -443,6 +447,169 @@ pub fn builtin_data(
     })
 }
 
+/// The built-in benchmark of the demo's data (`crates/ood-nn/src/benchmarks/fmnist-holdout.toml`):
+/// what [`export_data`] writes, read by `ood bench fmnist-holdout --data-root DIR`.
+pub const BENCHMARK: &str = "fmnist-holdout";
+
+/// The name of the manifest [`export_data`] writes for `sizes` and `seed`: [`BENCHMARK`] for the
+/// full sets of seed 0 (the benchmark's own), else with the sizes and the seed appended.
+pub fn export_name(sizes: Sizes, seed: u64) -> String {
+    let mut name = BENCHMARK.to_string();
+    if sizes == Sizes::QUICK {
+        name += "-quick";
+    } else if sizes != Sizes::FULL {
+        name += &format!(
+            "-{}-{}-{}",
+            sizes.train_per_class, sizes.test_per_class, sizes.ood_per_set
+        );
+    }
+    if seed != 0 {
+        name += &format!("-s{seed}");
+    }
+    name
+}
+
+/// One image as PNG: 8-bit grayscale when its three channels agree (every image of the
+/// built-in sets), else RGB. Decoding gives back the same RGB pixels.
+fn png(rgb: &[u8], side: u32) -> Result<Vec<u8>> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    let gray = rgb.chunks_exact(3).all(|p| p[0] == p[1] && p[1] == p[2]);
+    let written = if gray {
+        let g: Vec<u8> = rgb.chunks_exact(3).map(|p| p[0]).collect();
+        image::GrayImage::from_raw(side, side, g)
+            .expect("side x side bytes")
+            .write_to(&mut buf, image::ImageFormat::Png)
+    } else {
+        RgbImage::from_raw(side, side, rgb.to_vec())
+            .expect("side x side x 3 bytes")
+            .write_to(&mut buf, image::ImageFormat::Png)
+    };
+    written.map_err(|e| Error::Config(format!("encoding PNG: {e}")))?;
+    Ok(buf.into_inner())
+}
+
+/// Writes the built-in benchmark's sets ([`builtin_data`]) as files into `dir`, which must not
+/// exist or be empty (all or nothing: written into a temporary folder renamed at the end), and
+/// returns the manifest written with them. `sizes` and `seed` are those `data` was assembled
+/// with (recorded, and part of the manifest's name, [`export_name`]).
+///
+/// | file | content |
+/// |---|---|
+/// | `images/<set>/<n>.png` | the images, exactly the demo's pixels (8-bit, grayscale PNG) |
+/// | `<set>.txt` | an OpenOOD imglist per set, in the demo's order: `images/<set>/<n>.png <label>`, labels `0..6` for the ID sets (the [`HELD_IN`] classes in order), −1 for the OOD sets |
+/// | `classes.txt` | the 6 ID class names in label order |
+/// | `benchmark.toml` | the [`BENCHMARK`] manifest with `data_root = "."` and the written sizes as `expect` |
+/// | `export.json` | the sizes, the seed, every set's count and source, the input files' SHA-256 |
+///
+/// The sets are `fmnist6_train` (fit), `fmnist6_test` (id), `holdout` (near), `digits`,
+/// `textures`, `photos`, `jigsaw` (far). `progress(done, total)` follows the images written.
+pub fn export_data(
+    data: &DemoData,
+    sizes: Sizes,
+    seed: u64,
+    dir: &Path,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<crate::benchmarks::Benchmark> {
+    use crate::benchmarks::{Benchmark, Role, role_name};
+    use rayon::prelude::*;
+    let builtin = Benchmark::load(BENCHMARK)?;
+    let sets: Vec<(&ImageSet, Role)> = std::iter::once((&data.train, Role::Fit))
+        .chain(std::iter::once((&data.test, Role::Id)))
+        .chain(data.ood.iter().map(|s| {
+            let role = match s.group {
+                Some(Group::Near) => Role::Near,
+                Some(Group::Far) => Role::Far,
+                None => Role::Ood,
+            };
+            (s, role)
+        }))
+        .collect();
+    let ours: Vec<(&str, Role)> = sets.iter().map(|(s, r)| (s.name.as_str(), *r)).collect();
+    let theirs: Vec<(&str, Role)> = builtin
+        .sets
+        .iter()
+        .map(|s| (s.name.as_str(), s.role))
+        .collect();
+    if ours != theirs {
+        return Err(Error::Config(format!(
+            "the demo's sets {} are not those of the built-in benchmark {BENCHMARK} ({}); only the \
+             built-in demo data can be exported",
+            ours.iter()
+                .map(|(n, r)| format!("{n} ({})", role_name(*r)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            theirs
+                .iter()
+                .map(|(n, r)| format!("{n} ({})", role_name(*r)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let total: usize = sets.iter().map(|(s, _)| s.len()).sum();
+    ood_core::atomic_file::write_dir_atomic(dir, |tmp| -> Result<Benchmark> {
+        let mut done = 0;
+        for (set, _) in &sets {
+            let folder = tmp.join("images").join(&set.name);
+            std::fs::create_dir_all(&folder).map_err(|e| Error::io(&folder, e))?;
+            let side = set.side as u32;
+            let encoded: Vec<Vec<u8>> = (0..set.len())
+                .into_par_iter()
+                .map(|i| png(set.image(i), side))
+                .collect::<Result<_>>()?;
+            let mut list = String::new();
+            for (i, bytes) in encoded.iter().enumerate() {
+                let rel = format!("images/{}/{i:06}.png", set.name);
+                let p = tmp.join(&rel);
+                std::fs::write(&p, bytes).map_err(|e| Error::io(&p, e))?;
+                let label = set.labels.as_ref().map_or(-1, |l| l[i]);
+                list.push_str(&format!("{rel} {label}\n"));
+                done += 1;
+                progress(done, total);
+            }
+            let p = tmp.join(format!("{}.txt", set.name));
+            std::fs::write(&p, list).map_err(|e| Error::io(&p, e))?;
+        }
+        let p = tmp.join("classes.txt");
+        std::fs::write(&p, data.classes.join("\n") + "\n").map_err(|e| Error::io(&p, e))?;
+        let mut manifest = builtin.clone();
+        manifest.name = export_name(sizes, seed);
+        manifest.data_root = Some(".".into());
+        manifest.layout = format!(
+            "written by `ood demo --export-data` (sizes {} train / {} test images per class, {} \
+             per OOD set; seed {seed}): imglists and images/ next to this file",
+            sizes.train_per_class, sizes.test_per_class, sizes.ood_per_set
+        );
+        for (def, (set, _)) in manifest.sets.iter_mut().zip(&sets) {
+            def.expect = Some(set.len());
+        }
+        let p = tmp.join("benchmark.toml");
+        let text = toml::to_string(&manifest)
+            .map_err(|e| Error::Config(format!("writing the manifest: {e}")))?;
+        std::fs::write(&p, text).map_err(|e| Error::io(&p, e))?;
+        let record = serde_json::json!({
+            "command": "demo --export-data",
+            "tool_version": env!("CARGO_PKG_VERSION"),
+            "benchmark": manifest.name,
+            "sizes": sizes,
+            "seed": seed,
+            "classes": data.classes,
+            "held_out_classes": HELD_OUT.map(|c| FMNIST_CLASSES[c as usize]),
+            "sets": sets.iter().map(|(s, r)| serde_json::json!({
+                "name": s.name, "role": role_name(*r), "images": s.len(), "side": s.side,
+                "source": s.source,
+            })).collect::<Vec<_>>(),
+            "inputs": data.inputs,
+        });
+        let p = tmp.join("export.json");
+        std::fs::write(
+            &p,
+            serde_json::to_string_pretty(&record).expect("json") + "\n",
+        )
+        .map_err(|e| Error::io(&p, e))?;
+        Ok(manifest)
+    })
+}
+
 /// Reads a user data source into `side × side` RGB images (shorter side resized to `side`, PIL
 /// bilinear, then centre crop).
 pub fn read_spec(name: &str, spec: &DataSpec, side: usize) -> Result<ImageSet> {
@@ -708,7 +875,7 @@ pub fn run(
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     tch::manual_seed(opts.train.seed as i64);
-    let mut net = crate::models::Arch::He(opts.depth).build(classes, Device::Cpu)?;
+    let net = crate::models::Arch::He(opts.depth).build(classes, Device::Cpu)?;
     let norm = channel_stats(&data.train.pixels);
     let images = to_tensor(&data.train, norm.0, norm.1);
     let labels = Tensor::from_slice(data.train.labels.as_ref().expect("labelled training set"));
@@ -728,13 +895,20 @@ pub fn run(
     let train_seconds = t0.elapsed().as_secs_f64();
     drop(images);
 
+    // The weights record the demo's input convention (28 px, the training set's channel
+    // statistics), so that `ood bench fmnist-holdout --model resnet8 --weights` reads them
+    // as the demo does.
     let weights = dir.join("model.safetensors");
-    let tmp = ood_core::atomic_file::temp_path(&weights).with_extension("safetensors");
-    net.var_store_mut().save(&tmp).map_err(|e| Error::Weights {
-        path: tmp.clone(),
-        reason: e.to_string(),
-    })?;
-    std::fs::rename(&tmp, &weights).map_err(|e| Error::io(&weights, e))?;
+    let spec = crate::network::InputSpec::new(data.train.side as u32, norm.0, norm.1);
+    let meta = std::collections::BTreeMap::from([(
+        crate::network::INPUT_METADATA_KEY.to_string(),
+        spec.to_metadata(),
+    )]);
+    crate::models::common::write_weights(net.var_store(), &weights, &meta)?;
+    drop(net);
+    // Features come from the saved weights loaded as every command loads them (BatchNorm folded
+    // into the convolutions): the demo's numbers are those of `ood bench` on `model.safetensors`.
+    let net = crate::models::Arch::He(opts.depth).load(&weights, Device::Cpu)?;
     let head = dir.join("head.safetensors");
     net.head()?.save(&head)?;
     let mut fit_statistics = None;
@@ -775,4 +949,148 @@ pub fn run(
         normalization: norm,
         train_seconds,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::benchmarks::{Benchmark, Role};
+
+    #[test]
+    fn the_builtin_manifest_is_the_demos_full_benchmark() {
+        let b = Benchmark::load(BENCHMARK).unwrap();
+        let full = Sizes::FULL;
+        let want = [
+            (
+                "fmnist6_train",
+                Role::Fit,
+                HELD_IN.len() * full.train_per_class,
+            ),
+            (
+                "fmnist6_test",
+                Role::Id,
+                HELD_IN.len() * full.test_per_class,
+            ),
+            ("holdout", Role::Near, full.ood_per_set),
+            // scikit-learn has 1,797 digits: all of them.
+            ("digits", Role::Far, 1797.min(full.ood_per_set)),
+            ("textures", Role::Far, full.ood_per_set),
+            ("photos", Role::Far, full.ood_per_set),
+            ("jigsaw", Role::Far, full.ood_per_set),
+        ];
+        let got: Vec<(&str, Role, usize)> = b
+            .sets
+            .iter()
+            .map(|s| (s.name.as_str(), s.role, s.expect.unwrap()))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(export_name(Sizes::FULL, 0), BENCHMARK);
+        assert_eq!(export_name(Sizes::QUICK, 3), "fmnist-holdout-quick-s3");
+    }
+
+    /// A small stand-in for [`builtin_data`]: the built-in's set names, random 5x5 pixels.
+    fn fake_data() -> DemoData {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let side = 5;
+        let mut set = |name: &str, n: usize, group: Option<Group>, gray: bool| {
+            let mut pixels = Vec::new();
+            for _ in 0..n * side * side {
+                let v: u8 = rng.r#gen();
+                if gray {
+                    pixels.extend([v, v, v]);
+                } else {
+                    pixels.extend([v, rng.r#gen(), rng.r#gen()]);
+                }
+            }
+            ImageSet {
+                name: name.into(),
+                group,
+                side,
+                pixels,
+                labels: group
+                    .is_none()
+                    .then(|| (0..n as i64).map(|i| (i * 5) % 6).collect()),
+                source: "test".into(),
+            }
+        };
+        let train = set("fmnist6_train", 12, None, true);
+        let test = set("fmnist6_test", 6, None, true);
+        let ood = vec![
+            set("holdout", 3, Some(Group::Near), true),
+            set("digits", 2, Some(Group::Far), true),
+            set("textures", 2, Some(Group::Far), false),
+            set("photos", 1, Some(Group::Far), true),
+            set("jigsaw", 4, Some(Group::Far), true),
+        ];
+        DemoData {
+            train,
+            test,
+            ood,
+            classes: (0..6).map(|c| format!("c{c}")).collect(),
+            inputs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn exported_sets_read_back_as_the_same_pixels_and_labels() {
+        let data = fake_data();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("fm");
+        let mut calls = 0;
+        let m = export_data(&data, Sizes::QUICK, 0, &dir, &mut |done, total| {
+            calls += 1;
+            assert_eq!(total, 30);
+            assert!(done <= total);
+        })
+        .unwrap();
+        assert_eq!(calls, 30);
+        assert_eq!(m.name, "fmnist-holdout-quick");
+        // The manifest written beside the data reads back with its own root and sizes.
+        let b = Benchmark::load(dir.join("benchmark.toml").to_str().unwrap()).unwrap();
+        assert_eq!(b.name, m.name);
+        let root = b.resolved_root.clone().unwrap();
+        let checked = crate::benchmarks::check_files(&b, &root).unwrap();
+        let sets: Vec<&ImageSet> = std::iter::once(&data.train)
+            .chain(std::iter::once(&data.test))
+            .chain(&data.ood)
+            .collect();
+        for ((def, n), set) in b.sets.iter().zip(&checked.counts).zip(&sets) {
+            assert_eq!(def.name, set.name);
+            assert_eq!((def.expect, *n), (Some(set.len()), Some(set.len())));
+            let spec = def.data_spec(&root).unwrap();
+            let mut pixels = Vec::new();
+            let mut labels = Vec::new();
+            for s in spec.samples().unwrap() {
+                let s = s.unwrap();
+                labels.push(s.label);
+                pixels.extend(s.decode().unwrap().into_raw());
+            }
+            assert_eq!(pixels, set.pixels, "{}", set.name);
+            let want = set.labels.clone().unwrap_or(vec![-1; set.len()]);
+            assert_eq!(labels, want, "{}", set.name);
+        }
+        let classes = std::fs::read_to_string(dir.join("classes.txt")).unwrap();
+        assert_eq!(classes, "c0\nc1\nc2\nc3\nc4\nc5\n");
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("export.json")).unwrap()).unwrap();
+        assert_eq!(record["sets"][2]["role"], "near");
+
+        // An existing folder is never written into; nothing is changed.
+        let before = std::fs::read(dir.join("holdout.txt")).unwrap();
+        let e = export_data(&data, Sizes::QUICK, 0, &dir, &mut |_, _| {})
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not empty") && e.contains("fm"), "{e}");
+        assert_eq!(std::fs::read(dir.join("holdout.txt")).unwrap(), before);
+
+        // Other sets than the built-in's are refused before anything is written.
+        let mut other = fake_data();
+        other.ood.pop();
+        let dir2 = tmp.path().join("other");
+        let e = export_data(&other, Sizes::QUICK, 0, &dir2, &mut |_, _| {})
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("jigsaw") && e.contains(BENCHMARK), "{e}");
+        assert!(!dir2.exists());
+    }
 }

@@ -70,6 +70,54 @@ impl InputSpec {
     }
 }
 
+/// The `__metadata__` key of a weights file that records the input convention the network was
+/// trained with ([`InputSpec::to_metadata`]): JSON `{"size": 28, "mean": [..], "std": [..]}`.
+pub const INPUT_METADATA_KEY: &str = "ood.input";
+
+impl InputSpec {
+    /// The value of [`INPUT_METADATA_KEY`] for this spec (size, mean and std; the resize is the
+    /// usual one for the size, bilinear).
+    pub fn to_metadata(&self) -> String {
+        serde_json::json!({"size": self.size, "mean": self.mean, "std": self.std}).to_string()
+    }
+
+    /// The spec a weights file records under [`INPUT_METADATA_KEY`], if any (f32 values
+    /// round-trip exactly); a malformed record is an error naming the file.
+    pub fn from_metadata(
+        metadata: &BTreeMap<String, String>,
+        file: &Path,
+    ) -> Result<Option<InputSpec>> {
+        let Some(text) = metadata.get(INPUT_METADATA_KEY) else {
+            return Ok(None);
+        };
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Record {
+            size: u32,
+            mean: [f32; 3],
+            std: [f32; 3],
+        }
+        let bad = |reason: String| Error::Weights {
+            path: file.to_path_buf(),
+            reason: format!("metadata '{INPUT_METADATA_KEY}' = {text}: {reason}"),
+        };
+        let r: Record = serde_json::from_str(text).map_err(|e| {
+            bad(format!(
+                "expected {{\"size\": N, \"mean\": [3 numbers], \"std\": [3 numbers]}} ({e})"
+            ))
+        })?;
+        if r.size == 0 || r.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(bad(
+                "size must be positive and std finite and positive".into()
+            ));
+        }
+        if r.mean.iter().any(|m| !m.is_finite()) {
+            return Err(bad("mean must be finite".into()));
+        }
+        Ok(Some(InputSpec::new(r.size, r.mean, r.std)))
+    }
+}
+
 /// The input size itself up to 64 px, `size · 8/7` above (torchvision's 256 for 224).
 pub const fn default_resize(size: u32) -> u32 {
     if size > 64 { size * 8 / 7 } else { size }

@@ -96,6 +96,17 @@ pub fn run(a: BenchArgs) -> Result<()> {
     };
     let net = load_model(&a.model, a.weights.as_deref(), &model_opts, device)?;
     let weights_sha = file_sha256(&weights)?;
+    let input = net.input_spec();
+    if ood_nn::models::Arch::parse(&a.model).is_ok_and(|arch| arch.input_spec() != input) {
+        eprintln!(
+            "{}: input {} px, mean {:?}, std {:?}, as recorded in {}",
+            net.name(),
+            input.size,
+            input.mean,
+            input.std,
+            weights.display()
+        );
+    }
     let cache = a.cache_dir.clone();
     let bar = ProgressBar::new_spinner();
     bar.set_style(
@@ -199,6 +210,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             "model": net.name(),
             "weights": weights.display().to_string(),
             "weights_sha256": weights_sha,
+            "input": {"size": input.size, "mean": input.mean, "std": input.std},
             "data_root": root.display().to_string(),
         }),
     )

@@ -6,6 +6,7 @@ use crate::args::DemoArgs;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use ood_cli::light::eval::{self, Inputs, Options};
+use ood_cli::outln;
 use ood_core::benchmark::Group;
 use ood_nn::data::DataSpec;
 use ood_nn::demo::{self, DemoData, Event, RunOptions, Sizes};
@@ -70,9 +71,56 @@ fn assemble(a: &DemoArgs, sizes: Sizes) -> Result<DemoData> {
     }
 }
 
+/// `ood demo --export-data DIR`: writes the built-in benchmark's sets as files
+/// ([`demo::export_data`]) and exits.
+fn export(a: &DemoArgs, dir: &Path) -> Result<()> {
+    // Before reading any data: an existing non-empty folder is never written into.
+    ood_core::atomic_file::ensure_empty_dir(dir)?;
+    let sizes = if a.quick { Sizes::QUICK } else { Sizes::FULL };
+    let data = demo::builtin_data(
+        Path::new(demo::FMNIST_DIR),
+        &demo::demo_data_dir(),
+        sizes,
+        a.seed,
+    )?;
+    let bar = ProgressBar::new(0);
+    bar.set_style(ProgressStyle::with_template(
+        "writing {bar:30} {pos}/{len} images {elapsed_precise}",
+    )?);
+    let manifest = demo::export_data(&data, sizes, a.seed, dir, &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    let d = dir.display();
+    outln!(
+        "wrote {d}: {}",
+        manifest
+            .sets
+            .iter()
+            .map(|s| format!("{} {}", s.name, s.expect.unwrap_or(0)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )?;
+    let how = if manifest.name == demo::BENCHMARK {
+        format!("ood bench {} --data-root {d}", demo::BENCHMARK)
+    } else {
+        format!(
+            "ood bench {d}/benchmark.toml (benchmark '{}': not the built-in's full sizes and \
+             seed 0)",
+            manifest.name
+        )
+    };
+    outln!("run: {how} --model ... --weights ...")?;
+    Ok(())
+}
+
 /// Runs `ood demo`.
 pub fn run(a: DemoArgs) -> Result<()> {
     let t_all = Instant::now();
+    if let Some(dir) = &a.export_data {
+        return export(&a, dir);
+    }
     if let Some(t) = a.threads {
         if t < 1 {
             bail!("--threads must be at least 1");

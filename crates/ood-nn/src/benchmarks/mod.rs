@@ -22,7 +22,9 @@
 //!
 //! A manifest may also say `data_root = "DIR"` (before the sets): its data paths are then
 //! relative to `DIR`, itself relative to the manifest file, unless `--data-root` is given.
-//! [`holdout::write_holdout`] (`ood holdout`) writes such manifests next to their data.
+//! [`holdout::write_holdout`] (`ood holdout`) and [`crate::demo::export_data`] (`ood demo
+//! --export-data`, the data of the built-in `fmnist-holdout`) write such manifests next to their
+//! data.
 //!
 //! Exactly one `fit` and one `id` set; at least one `near`, `far` or `ood` set; at most one
 //! `fit_val`, `val_id` and `val_ood` (the parameter search's pair, used when both are given).
@@ -41,6 +43,7 @@ use std::path::{Path, PathBuf};
 /// The built-in benchmarks: `(name, manifest text)`.
 pub const BUILTIN: &[(&str, &str)] = &[
     ("cifar10-jpeg", include_str!("cifar10-jpeg.toml")),
+    ("fmnist-holdout", include_str!("fmnist-holdout.toml")),
     ("openood-cifar10", include_str!("openood-cifar10.toml")),
     ("openood-cifar100", include_str!("openood-cifar100.toml")),
     (

@@ -336,6 +336,56 @@ pub fn read_weights(path: &Path) -> Result<HashMap<String, Tensor>> {
     Ok(strip_module_prefix(named))
 }
 
+/// The input convention a weights file records ([`crate::network::INPUT_METADATA_KEY`], e.g. the
+/// demo's 28-px Fashion-MNIST normalisation), if any: only safetensors files carry one.
+pub fn read_input_spec(path: &Path) -> Result<Option<crate::network::InputSpec>> {
+    let mut magic = [0u8; 4];
+    {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        if f.read(&mut magic).map_err(|e| Error::io(path, e))? < magic.len()
+            || magic[0] == 0x80
+            || magic == *b"PK\x03\x04"
+        {
+            return Ok(None);
+        }
+    }
+    let file = ood_core::safetensors::SafeTensorsFile::open(path).map_err(|e| Error::Weights {
+        path: path.to_path_buf(),
+        reason: format!("cannot read as safetensors: {e}"),
+    })?;
+    crate::network::InputSpec::from_metadata(&file.metadata, path)
+}
+
+/// Writes every variable of `vs` as f32 to the safetensors file `path` (names sorted), with
+/// `metadata` in its header (e.g. the input convention, [`crate::network::InputSpec::to_metadata`]),
+/// atomically: what [`read_weights`] and [`read_input_spec`] read back.
+pub fn write_weights(
+    vs: &nn::VarStore,
+    path: &Path,
+    metadata: &std::collections::BTreeMap<String, String>,
+) -> Result<()> {
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut values = Vec::with_capacity(vars.len());
+    for (name, t) in &vars {
+        let t = t.detach().to_device(Device::Cpu).to_kind(Kind::Float);
+        let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+        let v =
+            Vec::<f32>::try_from(t.flatten(0, -1).contiguous()).map_err(|e| Error::Weights {
+                path: path.to_path_buf(),
+                reason: format!("tensor `{name}`: {e}"),
+            })?;
+        values.push((name.as_str(), shape, v));
+    }
+    let tensors: Vec<ood_core::safetensors::TensorToWrite<'_>> = values
+        .iter()
+        .map(|(n, s, v)| ood_core::safetensors::TensorToWrite::f32(n, s.clone(), v))
+        .collect();
+    ood_core::safetensors::write(path, &tensors, metadata)?;
+    Ok(())
+}
+
 /// Removes a leading `module.` from every name.
 pub(crate) fn strip_module_prefix(named: Vec<(String, Tensor)>) -> HashMap<String, Tensor> {
     named

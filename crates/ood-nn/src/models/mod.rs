@@ -137,6 +137,7 @@ impl Arch {
             arch: *self,
             vs,
             model,
+            input: self.input_spec(),
         })
     }
 
@@ -167,7 +168,9 @@ impl Arch {
     /// Loads the architecture from a weights file (the one reader and the one strict copy of
     /// [`common`]; the class count is read from the head) for inference: frozen, eval mode is
     /// the caller's `train = false`. A file of another architecture or depth is an error naming
-    /// the tensors that do not fit.
+    /// the tensors that do not fit. The input convention is the architecture's
+    /// ([`Arch::input_spec`]) unless the file records the one it was trained with
+    /// ([`crate::network::INPUT_METADATA_KEY`], written by `ood demo`).
     pub fn load(&self, weights: &Path, device: Device) -> Result<Net> {
         let tensors = common::read_weights(weights)?;
         let mut vs = nn::VarStore::new(device);
@@ -202,6 +205,7 @@ impl Arch {
             }
         };
         common::load_strict(&mut vs, &tensors, weights)?;
+        let input = common::read_input_spec(weights)?.unwrap_or_else(|| self.input_spec());
         vs.freeze();
         let mut model = model;
         model.fold();
@@ -209,6 +213,7 @@ impl Arch {
             arch: *self,
             vs,
             model,
+            input,
         })
     }
 }
@@ -243,6 +248,7 @@ pub struct Net {
     arch: Arch,
     vs: nn::VarStore,
     model: Model,
+    input: InputSpec,
 }
 
 impl Net {
@@ -282,7 +288,7 @@ impl Network for Net {
         }
     }
     fn input_spec(&self) -> InputSpec {
-        self.arch.input_spec()
+        self.input
     }
     fn device(&self) -> Device {
         self.vs.device()
@@ -406,6 +412,48 @@ mod tests {
                 assert!(err < 1e-5, "{name}: training-mode pass differs by {err}");
             }
             assert_eq!(d.head().unwrap(), c.head().unwrap());
+        }
+    }
+
+    #[test]
+    fn a_weights_file_may_record_its_input_convention() {
+        use crate::network::{INPUT_METADATA_KEY, InputSpec};
+        use std::collections::BTreeMap;
+        tch::manual_seed(0);
+        let arch = Arch::parse("resnet8").unwrap();
+        let net = arch.build(6, Device::Cpu).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        // Values that need every bit of an f32 to round-trip.
+        let spec = InputSpec::new(28, [0.286_041_3, 0.1, 1.0 / 3.0], [0.353_023_1, 0.7, 0.2]);
+        let p = dir.path().join("demo.safetensors");
+        let meta = BTreeMap::from([(INPUT_METADATA_KEY.to_string(), spec.to_metadata())]);
+        common::write_weights(net.var_store(), &p, &meta).unwrap();
+        let back = arch.load(&p, Device::Cpu).unwrap();
+        assert_eq!(back.input_spec(), spec);
+        assert_eq!(back.input_spec().resize, 28);
+        // The tensors are those of the network: same outputs as a plain save.
+        let plain = dir.path().join("plain.safetensors");
+        net.var_store().save(&plain).unwrap();
+        let other = arch.load(&plain, Device::Cpu).unwrap();
+        assert_eq!(other.input_spec(), arch.input_spec());
+        let x = Tensor::randn([2, 3, 28, 28], (tch::Kind::Float, Device::Cpu));
+        let a = tch::no_grad(|| back.forward_t(&x, false)).logits;
+        let b = tch::no_grad(|| other.forward_t(&x, false)).logits;
+        assert_eq!((a - b).abs().max().double_value(&[]), 0.0);
+        // A malformed record is an error naming the file and the key.
+        for bad in [
+            r#"{"size": 28, "mean": [0.1, 0.2], "std": [1, 1, 1]}"#,
+            r#"{"size": 28, "mean": [0, 0, 0], "std": [1, 0, 1]}"#,
+            "28px",
+        ] {
+            let q = dir.path().join("bad.safetensors");
+            let meta = BTreeMap::from([(INPUT_METADATA_KEY.to_string(), bad.to_string())]);
+            common::write_weights(net.var_store(), &q, &meta).unwrap();
+            let e = arch.load(&q, Device::Cpu).unwrap_err().to_string();
+            assert!(
+                e.contains("bad.safetensors") && e.contains(INPUT_METADATA_KEY),
+                "{e}"
+            );
         }
     }
 }
