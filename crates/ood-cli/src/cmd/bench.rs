@@ -95,6 +95,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         class_text: a.text_head.clone(),
     };
     let net = load_model(&a.model, a.weights.as_deref(), &model_opts, device)?;
+    // The ID sets' image-list labels are the network's classes: checked before any extraction.
+    benchmarks::check_labels(&checked, net.head()?.num_classes())?;
     let weights_sha = file_sha256(&weights)?;
     let input = net.input_spec();
     if ood_nn::models::Arch::parse(&a.model).is_ok_and(|arch| arch.input_spec() != input) {

@@ -379,24 +379,17 @@ pub struct Checked<'a> {
     pub counts: Vec<Option<usize>>,
 }
 
-/// Every image of an image list exists: else one error with the count and the first five
-/// missing paths. Returns the number of entries.
+/// Every line of an image list parses and every image it lists exists: else one error naming
+/// the line, or with the count and the first five missing paths. Returns the number of entries.
 fn check_imglist(set: &str, list: &Path, root: &Path) -> Result<usize> {
-    let text = std::fs::read_to_string(list).map_err(|e| Error::io(list, e))?;
-    let mut missing: Vec<PathBuf> = Vec::new();
-    let mut n = 0;
-    for line in text.lines() {
-        let line = line.trim_end_matches('\r');
-        if line.trim().is_empty() {
-            continue;
-        }
-        n += 1;
-        let rel = line.split_once(' ').map_or(line, |(p, _)| p);
-        let p = root.join(rel);
-        if !p.is_file() {
-            missing.push(p);
-        }
-    }
+    let entries = crate::data::imglist_entries(list)
+        .map_err(|e| Error::Config(format!("set '{set}': {e}")))?;
+    let n = entries.len();
+    let missing: Vec<PathBuf> = entries
+        .iter()
+        .map(|(_, rel, _)| root.join(rel))
+        .filter(|p| !p.is_file())
+        .collect();
     if !missing.is_empty() {
         let first: Vec<String> = missing
             .iter()
@@ -412,6 +405,45 @@ fn check_imglist(set: &str, list: &Path, root: &Path) -> Result<usize> {
         )));
     }
     Ok(n)
+}
+
+/// The roles whose sets are ID data: their labels are classes of the network.
+const ID_ROLES: [Role; 5] = [Role::Fit, Role::FitVal, Role::Id, Role::Csid, Role::ValId];
+
+/// Checks, once the network is known and before any extraction, that every label of the ID
+/// sets' image lists (fit, fit_val, id, csid, val_id) is one of the network's `classes`
+/// (`0..classes`): else one error naming the set, the list file, the first line whose label is
+/// outside and how many are. (OOD sets' labels, `-1` in OpenOOD's lists, are not read.)
+pub fn check_labels(checked: &Checked<'_>, classes: usize) -> Result<()> {
+    for s in checked
+        .bench
+        .sets
+        .iter()
+        .filter(|s| ID_ROLES.contains(&s.role))
+    {
+        let DataSpec::ImgList { list, .. } = s.data_spec(&checked.root)? else {
+            continue;
+        };
+        let entries = crate::data::imglist_entries(&list)
+            .map_err(|e| Error::Config(format!("set '{}': {e}", s.name)))?;
+        let outside: Vec<&(usize, String, i64)> = entries
+            .iter()
+            .filter(|(_, _, l)| usize::try_from(*l).map_or(true, |l| l >= classes))
+            .collect();
+        if let Some((line, rel, label)) = outside.first() {
+            return Err(Error::Config(format!(
+                "benchmark {}: set '{}' ({}): line {line} ('{rel}') has label {label}, outside \
+                 the network's {classes} classes (labels 0 to {}); {} of its {} lines are outside",
+                checked.bench.name,
+                s.name,
+                list.display(),
+                classes.saturating_sub(1),
+                outside.len(),
+                entries.len()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The warning for a set whose size differs from the manifest's `expect`.
@@ -719,5 +751,46 @@ mod tests {
             check_imglist("s", &dir.path().join("list.txt"), &dir.path().join("img")).unwrap(),
             1
         );
+        // A malformed line is an error naming it, before any work too.
+        std::fs::write(dir.path().join("list.txt"), "a.png 0\n\na.png zero\n").unwrap();
+        let e = check_imglist("s", &dir.path().join("list.txt"), &dir.path().join("img"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("set 's'") && e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn id_list_labels_must_be_the_networks_classes() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("img")).unwrap();
+        std::fs::write(d.join("img/a.png"), b"x").unwrap();
+        std::fs::write(d.join("fit.txt"), "a.png 0\na.png 9\n").unwrap();
+        std::fs::write(d.join("id.txt"), "a.png 1\n\na.png 10\na.png 12\n").unwrap();
+        // OOD lists' labels (-1 in OpenOOD) are not classes.
+        std::fs::write(d.join("ood.txt"), "a.png -1\n").unwrap();
+        let set = |n: &str, r: &str, l: &str| {
+            format!("[[set]]\nname = \"{n}\"\nrole = \"{r}\"\ndata = \"imglist:{l}.txt@img\"\n")
+        };
+        let text = format!(
+            "name = \"t\"\n{}{}{}",
+            set("a", "fit", "fit"),
+            set("b", "id", "id"),
+            set("c", "far", "ood")
+        );
+        let b = Benchmark::from_toml(&text, "t").unwrap();
+        let checked = check_files(&b, d).unwrap();
+        let e = check_labels(&checked, 10).unwrap_err().to_string();
+        assert!(
+            e.contains("set 'b'")
+                && e.contains("id.txt")
+                && e.contains("line 3 ('a.png') has label 10")
+                && e.contains("10 classes (labels 0 to 9); 2 of its 3 lines"),
+            "{e}"
+        );
+        check_labels(&checked, 13).unwrap();
+        std::fs::write(d.join("id.txt"), "a.png -1\n").unwrap();
+        let e = check_labels(&checked, 13).unwrap_err().to_string();
+        assert!(e.contains("line 1 ('a.png') has label -1"), "{e}");
     }
 }

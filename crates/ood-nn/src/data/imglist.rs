@@ -9,12 +9,22 @@ use std::path::Path;
 
 /// The (relative path, label) entries of a list file, in line order (blank lines skipped).
 fn entries(list: &Path) -> Result<Vec<(String, i64)>> {
+    Ok(numbered_entries(list)?
+        .into_iter()
+        .map(|(_, rel, label)| (rel, label))
+        .collect())
+}
+
+/// The (1-based line number, relative path, label) entries of an OpenOOD image-list file, in
+/// line order (blank lines skipped); a malformed line is an error naming the file and the line.
+pub fn numbered_entries(list: &Path) -> Result<Vec<(usize, String, i64)>> {
     let text = std::fs::read_to_string(list).map_err(|e| Error::io(list, e))?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
             parse_imglist_line(l.trim_end())
+                .map(|(rel, label)| (i + 1, rel, label))
                 .map_err(|r| data_err(list, format!("line {}: {r}", i + 1)))
         })
         .collect()

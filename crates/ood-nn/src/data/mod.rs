@@ -32,6 +32,7 @@ mod spec;
 mod tar;
 mod tiny_imagenet;
 
+pub use imglist::numbered_entries as imglist_entries;
 pub use preprocess::{Interpolation, Preprocess};
 pub use spec::DataSpec;
 
