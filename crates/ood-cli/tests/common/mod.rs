@@ -1,6 +1,8 @@
 //! Helpers shared by the `ood` binary's integration tests (each test file uses a subset).
 #![allow(dead_code)]
 
+pub mod layout;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
