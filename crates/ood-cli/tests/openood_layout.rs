@@ -24,65 +24,21 @@ fn openood_cifar10_on_a_miniature_layout_equals_extract_and_eval() {
     let src = Sources::new(&root);
     let ic = "images_classic";
     // (imglist file, images folder, set folder, source, (offset, step, n), OOD?)
-    write_openood(
-        &mini,
-        "cifar10",
-        &[
-            list_set(
-                "train_cifar10",
-                ic,
-                "cifar10/train",
-                &src.cifar_train,
-                (0, 125, 400),
-                false,
-            ),
-            list_set(
-                "val_cifar10",
-                ic,
-                "cifar10/val",
-                &src.cifar_test,
-                (7, 125, 80),
-                false,
-            ),
-            list_set(
-                "test_cifar10",
-                ic,
-                "cifar10/test",
-                &src.cifar_test,
-                (0, 50, 200),
-                false,
-            ),
-            list_set(
-                "test_cifar10c",
-                ic,
-                "cifar10c",
-                &src.cifar_test,
-                (3, 500, 20),
-                false,
-            ),
-            list_set(
-                "test_cifar100",
-                ic,
-                "cifar100",
-                &src.tin_test,
-                (0, 50, 100),
-                true,
-            ),
-            list_set("test_tin", ic, "tin/test", &src.tin_val, (0, 50, 100), true),
-            list_set("val_tin", ic, "tin/val", &src.tin_val, (25, 200, 40), true),
-            list_set("test_mnist", ic, "mnist", &src.mnist, (0, 50, 100), true),
-            list_set("test_svhn", ic, "svhn", &src.notmnist, (0, 50, 100), true),
-            list_set("test_texture", ic, "texture", &src.dtd, (0, 3, 100), true),
-            list_set(
-                "test_places365",
-                ic,
-                "places365",
-                &src.tin_test,
-                (25, 50, 100),
-                true,
-            ),
-        ],
-    );
+    #[rustfmt::skip]
+    let sets = [
+        list_set("train_cifar10", ic, "cifar10/train", &src.cifar_train, (0, 125, 400), false),
+        list_set("val_cifar10", ic, "cifar10/val", &src.cifar_test, (7, 125, 80), false),
+        list_set("test_cifar10", ic, "cifar10/test", &src.cifar_test, (0, 50, 200), false),
+        list_set("test_cifar10c", ic, "cifar10c", &src.cifar_test, (3, 500, 20), false),
+        list_set("test_cifar100", ic, "cifar100", &src.tin_test, (0, 50, 100), true),
+        list_set("test_tin", ic, "tin/test", &src.tin_val, (0, 50, 100), true),
+        list_set("val_tin", ic, "tin/val", &src.tin_val, (25, 200, 40), true),
+        list_set("test_mnist", ic, "mnist", &src.mnist, (0, 50, 100), true),
+        list_set("test_svhn", ic, "svhn", &src.notmnist, (0, 50, 100), true),
+        list_set("test_texture", ic, "texture", &src.dtd, (0, 3, 100), true),
+        list_set("test_places365", ic, "places365", &src.tin_test, (25, 50, 100), true),
+    ];
+    write_openood(&mini, "cifar10", &sets);
     let weights = resnet20_weights(&root);
     let w = weights.to_str().unwrap();
     let cache = tmp.path().join("cache");

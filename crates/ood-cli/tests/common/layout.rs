@@ -117,7 +117,7 @@ pub fn write_samples(
 /// it, the source and its samples, and whether it is an OOD set.
 pub struct ListSet<'a> {
     /// `benchmark_imglist/<benchmark>/<list>.txt`.
-    pub list: &'a str,
+    pub list: String,
     /// `images_classic` or `images_largescale`.
     pub images: &'a str,
     /// The set's folder under `images`.
@@ -132,7 +132,7 @@ pub struct ListSet<'a> {
 
 /// Shorthand for a [`ListSet`].
 pub fn list_set<'a>(
-    list: &'a str,
+    list: impl Into<String>,
     images: &'a str,
     dir: &'a str,
     spec: &'a str,
@@ -140,7 +140,7 @@ pub fn list_set<'a>(
     ood: bool,
 ) -> ListSet<'a> {
     ListSet {
-        list,
+        list: list.into(),
         images,
         dir,
         spec,
