@@ -31,7 +31,9 @@
 //! `csid` sets are OpenOOD v1.5's covariate-shifted ID (ImageNet-V2/-C/-R): for full-spectrum
 //! evaluation they join the ID test set.
 //!
-//! The built-ins ([`BUILTIN`]) are manifests embedded in the library (`benchmarks/*.toml`).
+//! The built-ins ([`BUILTIN`]) are manifests embedded in the library (`benchmarks/*.toml`); each
+//! runs end to end on a miniature of its layout in `crates/ood-cli/tests/` (`openood_layout.rs`,
+//! `builtin_layouts.rs`).
 
 pub mod holdout;
 
@@ -327,9 +329,10 @@ impl SetDef {
     }
 }
 
-/// Checks, before any work, that every set's files exist (image lists: every listed image, one
-/// error with the count and the first few missing paths), and returns each set's image count
-/// when it is known without decoding (image lists), for the size check.
+/// Checks, before any work, that every set's files exist (image lists: every line parses, and
+/// every listed image exists, else one error with the count and the first few missing paths), and
+/// returns each set's image count when it is known without decoding (image lists), for the size
+/// check. [`check_labels`] checks the ID lists' labels once the network is known.
 pub fn check_files<'a>(bench: &'a Benchmark, root: &Path) -> Result<Checked<'a>> {
     let mut counts = Vec::with_capacity(bench.sets.len());
     for s in &bench.sets {
