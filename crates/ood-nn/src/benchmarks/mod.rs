@@ -33,7 +33,7 @@
 //!
 //! The built-ins ([`BUILTIN`]) are manifests embedded in the library (`benchmarks/*.toml`); each
 //! runs end to end on a miniature of its layout in `crates/ood-cli/tests/` (`openood_layout.rs`,
-//! `builtin_layouts.rs`).
+//! `builtin_layouts.rs`, `fmnist_holdout.rs`).
 
 pub mod holdout;
 
