@@ -23,6 +23,35 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
+/// Reads text anchors `(K, A)`: tensor `weight` (a head, a `neglabel mine` file) or `embeddings`
+/// (an `embed-text` file), 2-D, finite f32.
+pub fn load_anchors(path: &std::path::Path) -> Result<Array2<f32>> {
+    let bad = |reason: String| Error::Data {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let f = ood_core::safetensors::SafeTensorsFile::open(path)?;
+    let Some(name) = ["weight", "embeddings"]
+        .into_iter()
+        .find(|n| f.tensors.contains_key(*n))
+    else {
+        return Err(bad(
+            "no `weight` or `embeddings` tensor (expected ID class text embeddings)".into(),
+        ));
+    };
+    let shape = f.tensors[name].shape.clone();
+    if shape.len() != 2 || shape[0] == 0 || shape[1] == 0 {
+        return Err(bad(format!(
+            "tensor {name} has shape {shape:?}, expected (classes, dim)"
+        )));
+    }
+    let v = f.read_f32(name)?;
+    if !v.iter().all(|x| x.is_finite()) {
+        return Err(bad(format!("tensor {name} holds NaN or infinite values")));
+    }
+    Ok(Array2::from_shape_vec((shape[0], shape[1]), v).expect("shape from header"))
+}
+
 /// Hyper-parameters of [`fit_projection`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlignConfig {

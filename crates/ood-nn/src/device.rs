@@ -1,4 +1,4 @@
-//! The one parser of device names (`--device` of every command).
+//! The one parser of device names (`--device` of every command) and the thread count.
 
 use crate::error::{Error, Result};
 use tch::Device;
@@ -30,6 +30,11 @@ pub fn parse_device(s: &str) -> Result<Device> {
             ))),
         },
     }
+}
+
+/// Sets the number of threads libtorch uses for intra-op parallelism (`--threads`).
+pub fn set_threads(n: i32) {
+    tch::set_num_threads(n);
 }
 
 #[cfg(test)]

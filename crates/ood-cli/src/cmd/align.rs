@@ -4,46 +4,11 @@
 use crate::args::AlignArgs;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use ndarray::Array2;
 use ood_cli::light::common::guard_outputs;
-use ood_core::safetensors::SafeTensorsFile;
 use ood_core::{Features, atomic_file, hashing};
 use ood_nn::align::{AlignConfig, fit_projection};
 use serde_json::json;
 use std::path::Path;
-
-/// Reads the anchors: tensor `weight` (head / `neglabel mine` file) or `embeddings`
-/// (`embed-text` file), 2-D f32.
-pub fn load_anchors(path: &Path) -> Result<Array2<f32>> {
-    let f = SafeTensorsFile::open(path)
-        .with_context(|| format!("opening anchors {}", path.display()))?;
-    let name = ["weight", "embeddings"]
-        .into_iter()
-        .find(|n| f.tensors.contains_key(*n));
-    let Some(name) = name else {
-        bail!(
-            "{}: no `weight` or `embeddings` tensor (expected ID class text embeddings)",
-            path.display()
-        );
-    };
-    let shape = f.tensors[name].shape.clone();
-    if shape.len() != 2 || shape[0] == 0 || shape[1] == 0 {
-        bail!(
-            "{}: tensor {name} has shape {shape:?}, expected (classes, dim)",
-            path.display()
-        );
-    }
-    let v = f
-        .read_f32(name)
-        .with_context(|| format!("reading {name} of {}", path.display()))?;
-    if !v.iter().all(|x| x.is_finite()) {
-        bail!(
-            "{}: tensor {name} holds NaN or infinite values",
-            path.display()
-        );
-    }
-    Ok(Array2::from_shape_vec((shape[0], shape[1]), v).expect("shape from header"))
-}
 
 /// Fits and writes a projection (`out` + `out.config.json`, atomically); returns the fit's
 /// summary JSON.
@@ -66,7 +31,7 @@ pub fn fit_and_save(
             fit.display()
         );
     };
-    let t = load_anchors(anchors)?;
+    let t = ood_nn::align::load_anchors(anchors)?;
     let bar = ProgressBar::new(cfg.epochs as u64);
     bar.set_style(
         ProgressStyle::with_template("aligning {bar:30} epoch {pos}/{len} {elapsed_precise} {msg}")

@@ -59,7 +59,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     };
     let bench = Benchmark::load(name)?;
     if let Some(t) = a.threads {
-        tch::set_num_threads(t);
+        ood_nn::device::set_threads(t);
     }
     let mut opts = eval::resolve(&a.run)?;
     if a.run.select.convention.is_none() {
@@ -252,7 +252,7 @@ fn aligned_inputs(
     };
     let proj = Projection::load(&proj_path)
         .with_context(|| format!("loading projection {}", proj_path.display()))?;
-    let anchors = crate::cmd::align::load_anchors(&neg)?;
+    let anchors = ood_nn::align::load_anchors(&neg)?;
     let tag = format!("{}-{}", &file_sha256(&proj_path)?[..12], &neg_sha[..12]);
     let project = |src: &Path| -> Result<PathBuf> {
         let stem = src

@@ -125,7 +125,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         if t < 1 {
             bail!("--threads must be at least 1");
         }
-        tch::set_num_threads(t);
+        ood_nn::device::set_threads(t);
     }
     if a.epochs == 0 {
         bail!("--epochs must be at least 1");

@@ -21,7 +21,7 @@ pub fn run(args: &EmbedTextArgs) -> Result<()> {
         if t < 1 {
             bail!("--threads must be at least 1, got {t}");
         }
-        tch::set_num_threads(t);
+        ood_nn::device::set_threads(t);
     }
     let _guard = guard_outputs(
         &[

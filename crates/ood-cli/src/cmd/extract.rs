@@ -57,7 +57,7 @@ fn requested_probes(a: &ExtractArgs) -> Result<Vec<ood_core::probes::Probe>> {
 /// Runs `ood extract`.
 pub fn run(a: ExtractArgs) -> Result<()> {
     if let Some(t) = a.threads {
-        tch::set_num_threads(t);
+        ood_nn::device::set_threads(t);
     }
     let device = ood_nn::device::parse_device(&a.device)?;
     let data = DataSpec::parse(&a.data)?;

@@ -44,7 +44,7 @@ fn mine(a: &NeglabelMineArgs) -> Result<()> {
         if t < 1 {
             bail!("--threads must be at least 1, got {t}");
         }
-        tch::set_num_threads(t);
+        ood_nn::device::set_threads(t);
     }
     let device = ood_nn::device::parse_device(&a.device)?;
     let started = Instant::now();

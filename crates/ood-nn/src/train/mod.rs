@@ -22,6 +22,8 @@
 //!   readable copy of that state; a killed run resumes exactly.
 //! * After training, [`export`] writes the weights and the classifier head that extraction loads;
 //!   [`read_images`] reads an image set into memory for training.
+//! * [`TrainRun`] is a whole run as `ood train` does it: recipe and overrides, the image sets,
+//!   the network from the registry, the loop, the export and the run's record.
 //!
 //! The network is given as a forward closure over a [`tch::nn::VarStore`] returning penultimate
 //! features and logits ([`Forward`](crate::Forward)), so any model of this crate (or a test's tiny
@@ -31,11 +33,16 @@ mod checkpoint;
 mod export;
 mod images;
 mod optim;
+mod run;
 
 pub use crate::augment::Augment;
 pub use export::{Exported, export};
 pub use images::{Images, read_images};
 pub use optim::{Optimizer, lr_at};
+pub use run::{
+    AnchorSource, AugmentChoice, OUTPUT_FILES, Overrides, Progress, TrainReport, TrainRun,
+    resolve_config,
+};
 
 use crate::augment::augment_batch;
 use crate::error::{Error, Result};
