@@ -15,17 +15,20 @@
 use crate::error::{Error, Result};
 use crate::losses::tagfog;
 use ndarray::{Array1, Array2, ArrayView2};
+use ood_core::evaluation::FileInputs;
 use ood_core::projection::{Linear, Projection};
+use ood_core::{atomic_file, hashing};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 use tch::nn::{self, ModuleT, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
 /// Reads text anchors `(K, A)`: tensor `weight` (a head, a `neglabel mine` file) or `embeddings`
 /// (an `embed-text` file), 2-D, finite f32.
-pub fn load_anchors(path: &std::path::Path) -> Result<Array2<f32>> {
+pub fn load_anchors(path: &Path) -> Result<Array2<f32>> {
     let bad = |reason: String| Error::Data {
         path: path.to_path_buf(),
         reason,
@@ -227,6 +230,89 @@ pub fn fit_projection(
         projection,
         epoch_losses,
         train_anchor_accuracy: hits as f64 / n as f64,
+    })
+}
+
+/// Fits a projection of the labelled features in `fit` to the anchors in `anchors`
+/// ([`load_anchors`]) and writes it to `out`, with the fit's record in `out.config.json`
+/// (both atomically); returns the record. `progress` gets each epoch's mean `L_CI`.
+pub fn fit_and_save(
+    fit: &Path,
+    anchors: &Path,
+    out: &Path,
+    cfg: &AlignConfig,
+    progress: &mut dyn FnMut(usize, f64),
+) -> Result<serde_json::Value> {
+    let features = ood_core::Features::load(fit)?;
+    let Some(labels) = features.labels.clone() else {
+        return Err(Error::Data {
+            path: fit.to_path_buf(),
+            reason: "the fit features have no labels (alignment needs the class of every row)"
+                .into(),
+        });
+    };
+    let t = load_anchors(anchors)?;
+    let fitted = fit_projection(features.embeddings.view(), &labels, t.view(), cfg, progress)?;
+    let summary = serde_json::json!({
+        "tool": "oodkit",
+        "version": env!("CARGO_PKG_VERSION"),
+        "command": "align",
+        "config": cfg,
+        "fit": {"path": fit.display().to_string(), "sha256": hashing::sha256_file(fit)?, "rows": features.len(), "dim": features.dim()},
+        "anchors": {"path": anchors.display().to_string(), "sha256": hashing::sha256_file(anchors)?, "classes": t.nrows(), "dim": t.ncols()},
+        "epoch_losses": fitted.epoch_losses,
+        "train_anchor_accuracy": fitted.train_anchor_accuracy,
+    });
+    let mut proj = fitted.projection;
+    proj.metadata.insert("config".into(), summary.to_string());
+    proj.save(out)?;
+    atomic_file::write_bytes_atomic(
+        &out.with_extension("config.json"),
+        (serde_json::to_string_pretty(&summary).expect("JSON values serialise") + "\n").as_bytes(),
+    )?;
+    Ok(summary)
+}
+
+/// `ood bench --align`: every feature file of `inputs` projected with `projection` into the text
+/// space of `negatives` (its `weight` = the ID label embeddings, which become the head; logit
+/// scale 100, CLIP's), each written once into `cache` under a name keyed by both files' hashes.
+pub fn project_inputs(
+    inputs: &FileInputs,
+    projection: &Path,
+    negatives: &Path,
+    cache: &Path,
+) -> Result<FileInputs> {
+    let proj = Projection::load(projection)?;
+    let anchors = load_anchors(negatives)?;
+    let tag = format!(
+        "{}-{}",
+        &hashing::sha256_file(projection)?[..12],
+        &hashing::sha256_file(negatives)?[..12]
+    );
+    let project = |src: &Path| -> Result<PathBuf> {
+        let stem = src
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("features");
+        let out = cache.join(format!("aligned-{tag}-{stem}.safetensors"));
+        if !out.exists() {
+            let f = ood_core::Features::load(src)?;
+            proj.project_features(&f, anchors.view(), 100.0)?
+                .save(&out)?;
+        }
+        Ok(out)
+    };
+    Ok(FileInputs {
+        fit: project(&inputs.fit)?,
+        fit_val: None,
+        head: negatives.to_path_buf(),
+        id: project(&inputs.id)?,
+        ood: inputs
+            .ood
+            .iter()
+            .map(|(n, g, p)| Ok((n.clone(), *g, project(p)?)))
+            .collect::<Result<_>>()?,
+        negatives: Some(negatives.to_path_buf()),
     })
 }
 

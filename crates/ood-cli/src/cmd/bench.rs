@@ -10,7 +10,6 @@ use ood_cli::light::common::guard_outputs;
 use ood_cli::light::eval::{self, Inputs, Options, VisionLanguage};
 use ood_cli::outln;
 use ood_core::DetectorSpec;
-use ood_core::projection::Projection;
 use ood_nn::benchmarks::{self, Benchmark, Event, Role};
 use ood_nn::network::{file_sha256, load_model, model_file};
 use serde_json::json;
@@ -250,39 +249,8 @@ fn aligned_inputs(
     } else {
         PathBuf::from(align)
     };
-    let proj = Projection::load(&proj_path)
-        .with_context(|| format!("loading projection {}", proj_path.display()))?;
-    let anchors = ood_nn::align::load_anchors(&neg)?;
-    let tag = format!("{}-{}", &file_sha256(&proj_path)?[..12], &neg_sha[..12]);
-    let project = |src: &Path| -> Result<PathBuf> {
-        let stem = src
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("features");
-        let out = cache.join(format!("aligned-{tag}-{stem}.safetensors"));
-        if !out.exists() {
-            let f = ood_core::Features::load(src)
-                .with_context(|| format!("loading {}", src.display()))?;
-            proj.project_features(&f, anchors.view(), 100.0)
-                .with_context(|| {
-                    format!("projecting {} with {}", src.display(), proj_path.display())
-                })?
-                .save(&out)?;
-        }
-        Ok(out)
-    };
-    let vl_inputs = Inputs {
-        fit: project(&inputs.fit)?,
-        fit_val: None,
-        head: neg.clone(),
-        id: project(&inputs.id)?,
-        ood: inputs
-            .ood
-            .iter()
-            .map(|(n, g, p)| Ok((n.clone(), *g, project(p)?)))
-            .collect::<Result<_>>()?,
-        negatives: Some(neg.clone()),
-    };
+    let vl_inputs = ood_nn::align::project_inputs(inputs, &proj_path, &neg, cache)
+        .with_context(|| format!("projecting the features with {}", proj_path.display()))?;
     let is_vl = |d: &DetectorSpec| matches!(d, DetectorSpec::NegLabel(_) | DetectorSpec::Mcm(_));
     let detectors: Vec<DetectorSpec> = opts
         .detectors
