@@ -271,6 +271,37 @@ fn openood_cifar10_full_spectrum_on_a_miniature_layout() {
         ],
     );
     assert_ne!(r.table, results(&plain.json).table);
+
+    // `--align auto`: the classifier's features projected into the text space of the negatives
+    // file (the projection fitted once on the fit set, then taken from the cache) score NegLabel
+    // and MCM beside MSP on the classifier's own features.
+    let neg = tmp.path().join("neg.safetensors");
+    random_negatives(&neg);
+    let n = neg.to_str().unwrap();
+    #[rustfmt::skip]
+    let args = ["--model", "resnet20", "--weights", w, "--detectors", "msp,neg_label,mcm",
+        "--param", "neg_label.groups=4", "--negatives", n, "--align", "auto"];
+    let projection = |err: &str| -> String {
+        let line = err.lines().find(|l| l.starts_with("projection: "));
+        line.unwrap_or_else(|| panic!("no projection line: {err}"))
+            .to_string()
+    };
+    let first = bench("openood-cifar10", "align", &mini, tmp.path(), &args);
+    let err = first.ok();
+    assert!(projection(&err).ends_with("(fitted)"), "{err}");
+    let r = results(&first.json);
+    let detectors: std::collections::BTreeSet<&str> =
+        r.table.keys().map(|k| k.1.as_str()).collect();
+    assert_eq!(
+        detectors,
+        ["mcm", "msp", "neg_label"].into(),
+        "{:?}",
+        r.skipped
+    );
+    let again = bench("openood-cifar10", "align-again", &mini, tmp.path(), &args);
+    let err = again.ok();
+    assert!(projection(&err).ends_with("(cached)"), "{err}");
+    assert_eq!(results(&again.json).table, r.table);
 }
 
 /// The sets of a miniature OpenOOD v1.5 ImageNet layout (`b`: `imagenet` or `imagenet200`), in
@@ -767,6 +798,37 @@ fn neglabel_imagenet_on_a_miniature_layout_with_a_random_clip() {
         r.skipped
     );
     assert_groups(&r, &MOS_OOD);
+
+    // CLIP's logits follow its class text embeddings: another text head is another cache entry
+    // (re-extracted, not the first head's logits), and the first head's entry is still there.
+    let reversed = t.join("neg-reversed.safetensors");
+    let tensors: Vec<(String, tch::Tensor)> = tch::Tensor::read_safetensors(&neg)
+        .unwrap()
+        .into_iter()
+        .map(|(n, v)| {
+            if n == "weight" {
+                (n, v.flip([0]))
+            } else {
+                (n, v)
+            }
+        })
+        .collect();
+    tch::Tensor::write_safetensors(&tensors, &reversed).unwrap();
+    for (head, run_name, want) in [
+        (&reversed, "reversed", "extracted"),
+        (&neg, "again", "cached"),
+    ] {
+        let mut a = clip_args(false);
+        a.extend(["--text-head".into(), head.to_str().unwrap().into()]);
+        a.extend(["--detectors", "msp,energy"].map(String::from));
+        let run = bench("neglabel-imagenet", run_name, &mini, t, &s(&a));
+        let err = run.ok();
+        assert_eq!(
+            extraction(&err, "imagenet_val_fit"),
+            want,
+            "{run_name}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -136,6 +136,11 @@ pub trait Network: Send {
     fn input_spec(&self) -> InputSpec;
     /// The device the parameters live on.
     fn device(&self) -> Device;
+    /// What the logits depend on besides the weights file, as a hash for the cache key (CLIP:
+    /// its class text embeddings); `None` for a network that is its weights.
+    fn logits_key(&self) -> Option<String> {
+        None
+    }
     /// The network as a stem, residual stages and a pooled head, for probes that work inside it
     /// (RankFeat); `None` when the network does not expose its stages (TorchScript files, CLIP).
     fn staged(&self) -> Option<&dyn Staged> {
@@ -570,6 +575,18 @@ pub fn cache_key(
     crate::data::hex_string(&h.finalize())
 }
 
+/// The `layer` part of the cache key of `net`'s extraction with `opts`:
+/// [`ExtractOptions::layer_key`], then `+text_head:` and [`Network::logits_key`] where the
+/// logits depend on more than the weights (CLIP's class text embeddings).
+pub fn layer_key(net: &dyn Network, opts: &ExtractOptions) -> String {
+    let mut k = opts.layer_key();
+    if let Some(extra) = net.logits_key() {
+        k.push_str("+text_head:");
+        k.push_str(&extra);
+    }
+    k
+}
+
 /// Result of [`extract_cached`].
 #[derive(Debug, Clone)]
 pub struct CachedExtraction {
@@ -601,7 +618,7 @@ pub fn extract_cached(
         weights_sha256,
         &fp,
         &opts.preprocess.describe(),
-        &opts.layer_key(),
+        &layer_key(net, opts),
     );
     let path = cache_dir.join(format!("{key}.safetensors"));
     if path.is_file() && ood_core::FeatureFile::open(&path).is_ok() {

@@ -114,29 +114,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
         ProgressStyle::with_template("{spinner} {msg} {pos} images {elapsed_precise}")
             .expect("valid template"),
     );
-    // What the network computes for detectors that need it at score time: their probes on the
-    // scored sets, their search grids' on the val pair when searching, and what their fits read
-    // on the set they fit on (ID val when the benchmark has it, as OpenOOD).
-    let score_probes = DetectorSpec::probes_of(&opts.detectors, false);
-    let val_probes = DetectorSpec::probes_of(&opts.detectors, true);
-    let (on_val, on_fit): (Vec<DetectorSpec>, Vec<DetectorSpec>) = opts
-        .detectors
-        .iter()
-        .cloned()
-        .partition(DetectorSpec::fits_on_val);
-    let val_fit_probes = DetectorSpec::fit_probes_of(&on_val, a.run.sweep);
-    let mut fit_probes = DetectorSpec::fit_probes_of(&on_fit, a.run.sweep);
-    let has_fit_val = bench.one(Role::FitVal).is_some();
-    if !has_fit_val {
-        ood_core::probes::extend_unique(&mut fit_probes, val_fit_probes.iter().copied());
-    }
-    let probes = |r: Role| match r {
-        Role::FitVal => val_fit_probes.clone(),
-        Role::Fit => fit_probes.clone(),
-        Role::ValId | Role::ValOod if !a.run.sweep => Vec::new(),
-        Role::ValId | Role::ValOod => val_probes.clone(),
-        _ => score_probes.clone(),
-    };
+    let probes = benchmarks::probe_plan(
+        &opts.detectors,
+        a.run.sweep,
+        bench.one(Role::FitVal).is_some(),
+    );
     let sets = benchmarks::extract(
         &checked,
         net.as_ref(),

@@ -144,10 +144,7 @@ pub fn run(a: ExtractArgs) -> Result<()> {
 
     // CLIP's logits depend on the class text embeddings: their hash is part of the layer.
     let text_head_sha = a.text_head.as_deref().map(file_sha256).transpose()?;
-    let mut layer = opts.layer_key();
-    if let Some(sha) = &text_head_sha {
-        layer.push_str(&format!("+text_head:{sha}"));
-    }
+    let layer = ood_nn::network::layer_key(net.as_ref(), &opts);
     let md = &mut ex.features.metadata;
     if let Some(sha) = &text_head_sha {
         md.insert("text_head_sha256".into(), sha.clone());

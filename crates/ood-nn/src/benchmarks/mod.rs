@@ -484,6 +484,36 @@ pub enum Event<'a> {
     Warning(&'a str),
 }
 
+/// What the network computes for `detectors` on each role's sets: their probes on the scored
+/// sets, their search grids' probes on the val pair when `sweep`, and what their fits read on
+/// the set they fit on (ID val for the detectors that fit there when the benchmark has a
+/// fit-val set, as OpenOOD; else the fit set).
+pub fn probe_plan(
+    detectors: &[ood_core::DetectorSpec],
+    sweep: bool,
+    has_fit_val: bool,
+) -> impl Fn(Role) -> Vec<ood_core::probes::Probe> + use<> {
+    use ood_core::DetectorSpec;
+    let score = DetectorSpec::probes_of(detectors, false);
+    let val = DetectorSpec::probes_of(detectors, true);
+    let (on_val, on_fit): (Vec<DetectorSpec>, Vec<DetectorSpec>) = detectors
+        .iter()
+        .cloned()
+        .partition(DetectorSpec::fits_on_val);
+    let val_fit = DetectorSpec::fit_probes_of(&on_val, sweep);
+    let mut fit = DetectorSpec::fit_probes_of(&on_fit, sweep);
+    if !has_fit_val {
+        ood_core::probes::extend_unique(&mut fit, val_fit.iter().copied());
+    }
+    move |r: Role| match r {
+        Role::FitVal => val_fit.clone(),
+        Role::Fit => fit.clone(),
+        Role::ValId | Role::ValOod if !sweep => Vec::new(),
+        Role::ValId | Role::ValOod => val.clone(),
+        _ => score.clone(),
+    }
+}
+
 /// How [`extract`] extracts.
 pub struct ExtractPlan<'a> {
     /// Images per forward pass.

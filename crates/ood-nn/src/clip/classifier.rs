@@ -22,6 +22,9 @@ pub struct ClipClassifier {
     /// `exp(logit_scale) · norm(text)`, `(classes, projection_dim)` on the model's device.
     head_weight: Tensor,
     head: ood_core::Head,
+    /// SHA-256 of the head's weights (f32, little-endian): what the logits depend on besides
+    /// the CLIP weights.
+    head_sha256: String,
 }
 
 impl std::fmt::Debug for ClipClassifier {
@@ -64,12 +67,15 @@ impl ClipClassifier {
         let flat = Vec::<f32>::try_from(&w.f_contiguous()?.f_view(-1)?)?;
         let weight = ndarray::Array2::from_shape_vec((c, p), flat)
             .map_err(|e| Error::Config(format!("text head shape: {e}")))?;
+        let bytes: Vec<u8> = flat_bytes(&weight);
+        let head_sha256 = ood_core::hashing::sha256_bytes(&bytes);
         let head = ood_core::Head::new(weight, ndarray::Array1::zeros(c))?;
         let head_weight = w.f_to_device(model.device())?;
         Ok(ClipClassifier {
             model,
             head_weight,
             head,
+            head_sha256,
         })
     }
 
@@ -85,7 +91,16 @@ impl ClipClassifier {
     }
 }
 
+/// The little-endian bytes of a matrix's values, row by row.
+fn flat_bytes(m: &ndarray::Array2<f32>) -> Vec<u8> {
+    m.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
 impl Network for ClipClassifier {
+    fn logits_key(&self) -> Option<String> {
+        Some(self.head_sha256.clone())
+    }
+
     fn name(&self) -> String {
         NAME.into()
     }
