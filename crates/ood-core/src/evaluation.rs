@@ -299,6 +299,111 @@ pub fn search(
     Ok(out)
 }
 
+/// What [`evaluate`] runs on a [`FileInputs`].
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Detectors with their parameters (the search's starting point).
+    pub detectors: Vec<DetectorSpec>,
+    /// Metric convention.
+    pub convention: Convention,
+    /// ID-val and OOD-val feature files for the parameter search.
+    pub sweep: Option<(PathBuf, PathBuf)>,
+    /// OOD-val features handed to the detectors that fit on them (GROOD's noise prototype,
+    /// [`SideInputs::ood_val`]), searched or not; read only when such a detector runs. Without
+    /// it those detectors' fits fail and they are reported skipped.
+    pub ood_val: Option<PathBuf>,
+    /// A second set of inputs in a text encoder's embedding space (image embeddings, with the
+    /// ID label embeddings as the head) and the vision-language detectors scored on them
+    /// (NegLabel, MCM); their rows join the main result.
+    pub vision_language: Option<(FileInputs, Vec<DetectorSpec>)>,
+}
+
+/// What [`evaluate`] reports as it goes.
+pub enum Event<'a> {
+    /// The parameter search chose these parameters for a detector that had candidates.
+    Chosen(&'a DetectorSpec),
+    /// Something the user should know (a search that changed nothing or could not run).
+    Warning(&'a str),
+    /// The main benchmark starts: its number of steps.
+    Start(u64),
+    /// A step of the main benchmark.
+    Step(&'a str),
+    /// A step of the vision-language benchmark.
+    Aligned(&'a str),
+}
+
+/// A whole run on feature files: opens the inputs, runs the parameter search when the plan has a
+/// val pair, the benchmark, and the vision-language part; returns the result and the run's
+/// configuration ([`config`], with a manifest of every input that was read). Writes nothing:
+/// [`write_artifacts`] does, once the run succeeded.
+pub fn evaluate(
+    inputs: &FileInputs,
+    plan: &Plan,
+    command: &str,
+    extra_config: Value,
+    progress: &mut dyn FnMut(Event<'_>),
+) -> Result<(BenchmarkResult, Value)> {
+    let loaded = inputs.open()?;
+    let ood_val_path = plan
+        .ood_val
+        .as_deref()
+        .filter(|_| plan.detectors.iter().any(|d| d.needs().ood_val));
+    let ood_val = ood_val_path.map(Features::load).transpose()?;
+    let mut input = loaded.input();
+    input.side.ood_val = ood_val.as_ref();
+    let mut manifest = Manifest::default();
+    inputs.describe("", &mut manifest)?;
+    if let Some(vo) = ood_val_path {
+        manifest.file("ood_val", vo)?;
+    }
+
+    let mut detectors = plan.detectors.clone();
+    let mut sweeps = Vec::new();
+    if let Some((vi, vo)) = &plan.sweep {
+        let (val_id, val_ood) = (Features::load(vi)?, Features::load(vo)?);
+        let searched = search(&detectors, &input, &val_id, &val_ood, &mut |_, o| {
+            if !o.candidates.is_empty() {
+                progress(Event::Chosen(&o.chosen));
+            }
+        })?;
+        for w in &searched.warnings {
+            progress(Event::Warning(w));
+        }
+        detectors = searched.detectors;
+        sweeps = searched.sweeps;
+        manifest.file("sweep_val_id", vi)?;
+        manifest.file("sweep_val_ood", vo)?;
+    }
+
+    progress(Event::Start(
+        (detectors.len() * (2 + loaded.sets.len())) as u64,
+    ));
+    let mut result = benchmark::run(&input, &detectors, plan.convention, &mut |m| {
+        progress(Event::Step(m))
+    })?;
+    if let Some((vl_inputs, vl_detectors)) = &plan.vision_language {
+        let vl_loaded = vl_inputs.open()?;
+        let more = benchmark::run(
+            &vl_loaded.input(),
+            vl_detectors,
+            plan.convention,
+            &mut |m| progress(Event::Aligned(m)),
+        )?;
+        result.merge(more);
+        detectors.extend(vl_detectors.iter().cloned());
+        vl_inputs.describe("aligned:", &mut manifest)?;
+    }
+    let config = config(
+        command,
+        plan.convention,
+        &detectors,
+        &sweeps,
+        &manifest,
+        extra_config,
+    );
+    Ok((result, config))
+}
+
 /// The run's configuration (`config.json`): tool and version, the command, the convention, the
 /// detectors as run, the parameter searches, every input, and the caller's `extra` settings.
 pub fn config(

@@ -2,11 +2,11 @@
 //! HTML report. `ood example` (and later `ood bench`) reuse [`execute`].
 
 use crate::light::args::{DetectorArgs, EvalArgs, RunArgs};
-use crate::light::common::{guard_outputs, load_features, parse_key_values};
-use anyhow::{Context, Result, bail};
+use crate::light::common::{guard_outputs, parse_key_values};
+use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use ood_core::benchmark::{self, Group};
-use ood_core::evaluation::{self, Manifest};
+use ood_core::benchmark::Group;
+use ood_core::evaluation::{self, Event};
 use ood_core::metrics::Convention;
 use ood_core::{DetectorSpec, report};
 use serde_json::{Value, json};
@@ -222,77 +222,39 @@ pub fn execute(
         ins.push(("--val-ood".into(), vo.clone()));
     }
     ood_core::atomic_file::check_outputs_are_not_inputs(&named(&ins), &named(&output_files(opts)))?;
-    let loaded = inputs.open()?;
-    // Read (and recorded) only when a detector fits on it.
-    let ood_val_path = opts
-        .ood_val
-        .as_deref()
-        .filter(|_| opts.detectors.iter().any(|d| d.needs().ood_val));
-    let ood_val = ood_val_path.map(load_features).transpose()?;
-    let mut input = loaded.input();
-    input.side.ood_val = ood_val.as_ref();
-    let mut manifest = Manifest::default();
-    inputs.describe("", &mut manifest)?;
-    if let Some(vo) = ood_val_path {
-        manifest.file("ood_val", vo)?;
-    }
-
-    let mut detectors = opts.detectors.clone();
-    let mut sweeps = Vec::new();
-    if let Some((vi, vo)) = &opts.sweep {
-        let val_id = load_features(vi)?;
-        let val_ood = load_features(vo)?;
-        let searched = evaluation::search(&detectors, &input, &val_id, &val_ood, &mut |d, o| {
-            if !o.candidates.is_empty() {
-                eprintln!(
-                    "ood: {} search chose {}",
-                    d.name(),
-                    Value::Object(o.chosen.params())
-                );
-            }
-        })?;
-        for w in &searched.warnings {
-            eprintln!("ood: warning: {w}");
-        }
-        detectors = searched.detectors;
-        sweeps = searched.sweeps;
-        manifest.file("sweep_val_id", vi)?;
-        manifest.file("sweep_val_ood", vo)?;
-    }
-
-    let steps = (detectors.len() * (2 + loaded.sets.len())) as u64;
-    let bar = ProgressBar::new(steps);
+    let plan = evaluation::Plan {
+        detectors: opts.detectors.clone(),
+        convention: opts.convention,
+        sweep: opts.sweep.clone(),
+        ood_val: opts.ood_val.clone(),
+        vision_language: opts
+            .vision_language
+            .as_ref()
+            .map(|v| (v.inputs.clone(), v.detectors.clone())),
+    };
+    let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed_precise} {msg}")
             .expect("valid template"),
     );
-    let mut result = benchmark::run(&input, &detectors, opts.convention, &mut |m| {
-        bar.set_message(m.to_string());
-        bar.inc(1);
-    })?;
+    let (result, config) =
+        evaluation::evaluate(inputs, &plan, command, extra_config, &mut |e| match e {
+            Event::Chosen(d) => bar.suspend(|| {
+                eprintln!(
+                    "ood: {} search chose {}",
+                    d.name(),
+                    Value::Object(d.params())
+                )
+            }),
+            Event::Warning(w) => bar.suspend(|| eprintln!("ood: warning: {w}")),
+            Event::Start(steps) => bar.set_length(steps),
+            Event::Step(m) => {
+                bar.set_message(m.to_string());
+                bar.inc(1);
+            }
+            Event::Aligned(m) => bar.suspend(|| eprintln!("ood: aligned embeddings: {m}")),
+        })?;
     bar.finish_and_clear();
-
-    if let Some(vl) = &opts.vision_language {
-        let vl_loaded = vl.inputs.open()?;
-        let more = benchmark::run(
-            &vl_loaded.input(),
-            &vl.detectors,
-            opts.convention,
-            &mut |m| eprintln!("ood: aligned embeddings: {m}"),
-        )
-        .context("vision-language detectors on the aligned embeddings")?;
-        result.merge(more);
-        detectors.extend(vl.detectors.iter().cloned());
-        vl.inputs.describe("aligned:", &mut manifest)?;
-    }
-    let config = evaluation::config(
-        command,
-        opts.convention,
-        &detectors,
-        &sweeps,
-        &manifest,
-        extra_config,
-    );
 
     // The files are written even when nobody reads the table any more (`ood eval ... | head`).
     let printed = crate::outln!("{}", report::text_table(&result).trim_end_matches('\n'));
