@@ -207,16 +207,18 @@ pub struct Fitted {
     spec: DetectorSpec,
     /// NegLabel's negatives (the side input of its fit).
     negatives: Option<Arc<ndarray::Array2<f32>>>,
+    /// OOD validation features (GROOD's side input), kept for pickling.
+    ood_val: Option<Features>,
     scorer: Box<dyn Scorer>,
     data: Features,
     head: Head,
     given: Given,
 }
 
-/// `fit(name, params_json, features, logits, labels, weight, bias, negatives, threads)`.
+/// `fit(name, params_json, features, logits, labels, weight, bias, negatives, ood_val, threads)`.
 #[pyfunction]
 #[pyo3(signature = (name, params_json, features = None, logits = None, labels = None,
-                    weight = None, bias = None, negatives = None, threads = None))]
+                    weight = None, bias = None, negatives = None, ood_val = None, threads = None))]
 #[allow(clippy::too_many_arguments)]
 pub fn fit(
     py: Python<'_>,
@@ -228,6 +230,7 @@ pub fn fit(
     weight: Option<Mat<'_>>,
     bias: Option<Vec1<'_>>,
     negatives: Option<Mat<'_>>,
+    ood_val: Option<Mat<'_>>,
     threads: Option<i64>,
 ) -> PyResult<Fitted> {
     let threads = check_threads(threads)?;
@@ -240,6 +243,7 @@ pub fn fit(
         bias.as_ref().map(Vec1::view),
     );
     let neg = negatives.as_ref().map(Mat::view);
+    let val = ood_val.as_ref().map(Mat::view);
     let labels = labels.map(|l| l.as_array().to_vec());
     if b.is_some() && w.is_none() {
         return Err(value_err("head: a bias without a weight"));
@@ -254,6 +258,21 @@ pub fn fit(
                  Detector('{name}', negatives=...)"
             )));
         }
+        if needs.ood_val && val.is_none() {
+            return Err(value_err(format!(
+                "ood_val: detector '{name}' needs OOD validation features (m, d): \
+                 fit(..., ood_val=...)"
+            )));
+        }
+        // Only the features are read (GROOD's noise prototype); the logits are a placeholder.
+        let ood_val = val
+            .as_ref()
+            .map(|v| {
+                let e = owned_f32(v);
+                let z = ndarray::Array2::zeros((e.nrows(), 1));
+                Features::new(e, z, None).map_err(core_err)
+            })
+            .transpose()?;
         let head = w.as_ref().map(|w| head_from(w, b.as_ref())).transpose()?;
         let who = format!("detector '{name}'");
         let (data, head, given) =
@@ -265,13 +284,14 @@ pub fn fit(
                 &head,
                 &SideInputs {
                     negatives: negatives.as_deref(),
-                    ..SideInputs::default()
+                    ood_val: ood_val.as_ref(),
                 },
             )
             .map_err(core_err)?;
         Ok(Fitted {
             spec,
             negatives,
+            ood_val,
             scorer,
             data,
             head,
@@ -385,6 +405,8 @@ impl Fitted {
         )?;
         let neg = self.negatives.as_ref().map(|a| (**a).clone());
         d.set_item("negatives", neg.map(|a| a.into_pyarray(py)))?;
+        let val = self.ood_val.as_ref().map(|f| f.embeddings.clone());
+        d.set_item("ood_val", val.map(|a| a.into_pyarray(py)))?;
         Ok(d)
     }
 }

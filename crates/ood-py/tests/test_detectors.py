@@ -17,7 +17,7 @@ ALL = [d["name"] for d in oodkit.detectors() if d["family"] != "network"]
 
 
 def fit_kwargs(name, files):
-    if name == "grood":  # its default fits on OOD validation features, which Detector.fit lacks
+    if name == "grood":  # its default fits on OOD validation features (test_evaluate.py has them)
         return {"noise": "class_mean"}
     return {"negatives": files.neg} if name == "neg_label" else {}
 

@@ -1,6 +1,7 @@
 """oodkit.evaluate: the `ood eval` run and its reports, from arrays or the CLI's files."""
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -44,6 +45,27 @@ def test_rows_equal_metrics_of_the_detectors_scores(data):
         assert [row[k] for k in ("auroc", "fpr95", "aupr_in", "aupr_out")] == \
             [m[k] for k in ("auroc", "fpr95", "aupr_in", "aupr_out")]
     assert r.convention == "hendrycks"
+
+
+def test_grood_fits_on_ood_val_as_evaluate_does(data):
+    # GROOD's noise prototype comes from OOD validation features: Detector.fit takes them as
+    # ood_val=, and its scores equal evaluate's, where the search pair's val_ood brings them.
+    head = (data.weight, data.bias)
+    det = oodkit.Detector("grood")
+    with pytest.raises(ValueError, match="ood_val"):
+        det.fit(data.fit, labels=data.labels, head=head)
+    val_id, val_ood = data.id_test[::2], data.test[1::3]
+    fitted = det.fit(data.fit, labels=data.labels, head=head, ood_val=val_ood)
+    r = oodkit.evaluate(**sets(data), detectors=["grood"], sweep=True, val_id=val_id,
+                        val_ood=val_ood)
+    assert np.array_equal(r.scores["grood"]["id"], fitted.score(data.id_test))
+    assert np.array_equal(r.scores["grood"]["ood"]["shifted"], fitted.score(data.ood_test))
+    class_mean = oodkit.Detector("grood", noise="class_mean").fit(
+        data.fit, labels=data.labels, head=head)
+    assert not np.array_equal(class_mean.score(data.id_test), fitted.score(data.id_test))
+    # Pickling keeps the side input: the restored detector refits on it, bit for bit.
+    restored = pickle.loads(pickle.dumps(fitted))
+    assert np.array_equal(restored.score(data.test), fitted.score(data.test))
 
 
 def test_all_detectors_table_and_reports(data, files, tmp_path):

@@ -275,6 +275,7 @@ class Detector:
         labels: ArrayLike = None,
         head: HeadLike = None,
         *,
+        ood_val: ArrayLike = None,
         threads: Optional[int] = None,
     ) -> "FittedDetector":
         """Fits on in-distribution data and returns the fitted detector.
@@ -286,8 +287,12 @@ class Detector:
         bias (c))`` (or a head file, or a ``torch.nn.Linear``), needed by detectors that use its
         weights (react, ash, scale, dice, fdbd, vim, residual, mcm, neg_label). Inputs a detector
         does not read may be left out; one it reads raises ``ValueError`` naming it.
+        ``ood_val`` ``(m, d)``: OOD validation features (or a mapping with ``features``), the side
+        input of ``grood`` (its noise prototype); other detectors ignore it.
         """
         features, logits, labels = _data_args(features, logits, labels)
+        if ood_val is not None:
+            ood_val = _floats(_data_args(ood_val, None, None)[0], "ood_val", 2)
         x = None if features is None else _floats(features, "features", 2)
         z = None if logits is None else _floats(logits, "logits", 2)
         y = _labels(labels)
@@ -301,6 +306,7 @@ class Detector:
             None if h is None else h[0],
             None if h is None else h[1],
             self._negatives,
+            ood_val,
             _check_threads(threads),
         )
         return FittedDetector(self, native)
@@ -335,6 +341,7 @@ def _refit(detector: Detector, state: Dict[str, Any]) -> "FittedDetector":
         state["weight"],
         state["bias"],
         detector._negatives,
+        state.get("ood_val"),
         None,
     )
     return FittedDetector(detector, native)
