@@ -9,9 +9,9 @@
 //! `tests/data/posthoc_reference_d.{json,py}`. Tolerance: `|a − b| ≤ 1e-4 · max(|b|, 1)`
 //! (relative, with the score scale as the floor for values that cancel to near zero).
 
-mod golden;
+mod common;
 
-use golden::{assert_close, matrix, parse_cases};
+use common::{assert_close, matrix, parse_cases};
 use ndarray::{Array1, Array2};
 use ood_core::{DetectorSpec, FeatureFile, Features, FitData, Head};
 use serde_json::Value;
@@ -28,15 +28,15 @@ fn fit_err(spec: &DetectorSpec, data: &Features, head: &Head) -> String {
 }
 
 fn fixture_json() -> Value {
-    golden::fixture_json("posthoc_reference_d.json")
+    common::fixture_json("posthoc_reference_d.json")
 }
 
 fn fixture() -> (Features, Features, Head, Vec<(DetectorSpec, Vec<f64>)>) {
     let j = fixture_json();
     (
-        golden::features(&j["train"]),
-        golden::features(&j["test"]),
-        golden::head(&j["head"]),
+        common::features(&j["train"]),
+        common::features(&j["test"]),
+        common::head(&j["head"]),
         parse_cases(&j["cases"]),
     )
 }

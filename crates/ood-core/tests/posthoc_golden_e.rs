@@ -10,9 +10,9 @@
 //! `|a − b| ≤ 1e-4 · |b|` (purely relative: GROOD's scores are squared distances between small
 //! gradients, down to 1e-9 here).
 
-mod golden;
+mod common;
 
-use golden::{assert_close, parse_cases};
+use common::{assert_close, parse_cases};
 use ndarray::{Array1, Array2};
 use ood_core::detectors::Cfood;
 use ood_core::{DetectorSpec, FeatureFile, Features, FitData, Head, SideInputs};
@@ -30,8 +30,8 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let j = golden::fixture_json("posthoc_reference_e.json");
-    let train = golden::features(&j["train"]);
+    let j = common::fixture_json("posthoc_reference_e.json");
+    let train = common::features(&j["train"]);
     let rows: Vec<usize> = serde_json::from_value(j["subset"].clone()).unwrap();
     let fits: Vec<String> = j["cases"]
         .as_array()
@@ -47,9 +47,9 @@ fn fixture() -> Fixture {
     Fixture {
         subset: train.select(&rows),
         train,
-        test: golden::features(&j["test"]),
-        ood_val: golden::features(&j["ood_val"]),
-        head: golden::head(&j["head"]),
+        test: common::features(&j["test"]),
+        ood_val: common::features(&j["ood_val"]),
+        head: common::head(&j["head"]),
         cases,
         json: j,
     }
