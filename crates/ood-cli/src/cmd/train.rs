@@ -3,7 +3,7 @@
 //! `ood extract` / `ood bench` load and the run's record beside them (`train.config.json`).
 
 use crate::args::TrainArgs;
-use anyhow::{Result, bail};
+use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use ood_nn::data::DataSpec;
 use ood_nn::train::{AnchorSource, AugmentChoice, OUTPUT_FILES, Overrides, Progress, TrainRun};
@@ -57,9 +57,6 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         out_dir: a.out_dir.clone(),
         resume: a.resume,
     };
-    if run.limit == Some(0) || run.sample == Some(0) {
-        bail!("--limit and --sample must be at least 1");
-    }
     let _guard = guard_files(&run, a.descriptions.as_deref())?;
     let bar = ProgressBar::new(0);
     bar.set_style(
